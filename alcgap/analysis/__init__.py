@@ -1,0 +1,1 @@
+"""Analysis kernels: error metrics, plots."""

@@ -1,0 +1,219 @@
+"""Validated configuration: one place for defaults, errors that name the field and the fix.
+
+Defaults are the paper's (Milardovich et al., SSE 2022): aux cutoffs Si-Si 1.6, Si-O 1.1,
+O-O 0.8 Angstrom; SOAP n_max = l_max = 6, cutoff 4.0 Angstrom.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from ase.data import atomic_numbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alcgap.md.protocols import Segment, melt_and_quench
+from alcgap.structures import Pair, pair_key, pair_name, species_pairs
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message names the field and the fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def parse_pair(name: str) -> Pair:
+    parts = name.replace(" ", "").split("-")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"'{name}' is not a species pair; write it as 'A-B', e.g. 'Si-O'")
+    for symbol in parts:
+        if symbol not in atomic_numbers or symbol == "X":
+            raise ValueError(f"'{symbol}' in '{name}' is not a chemical element symbol")
+    return pair_key(*parts)
+
+
+class LammpsReferenceSettings(Strict):
+    """A classical potential in LAMMPS standing in for DFT (default: Vashishta SiO2)."""
+
+    kind: Literal["lammps"] = "lammps"
+    #: pair_style/pair_coeff lines; None means the Vashishta (1990) SiO2 file shipped with LAMMPS
+    pair_commands: list[str] | None = None
+    #: LAMMPS type order (type 1 = first); None means the campaign's species in order
+    types: list[str] | None = None
+
+
+class DimerScan(Strict):
+    """Distances (Angstrom) of the dimer scans that define the auxiliary potential."""
+
+    r_min: float = Field(0.5, gt=0.0)
+    step: float = Field(0.02, gt=0.0, le=0.2)
+    #: how far past each pair's cutoff to scan (the fit must learn exactly zero there)
+    beyond_cutoff: float = Field(0.3, ge=0.0)
+
+
+class AuxSettings(Strict):
+    """The repulsive-only 2-body auxiliary GAP: per-pair cutoffs and the fitting recipe."""
+
+    cutoffs: dict[str, float] = Field(default_factory=lambda: {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8})
+    scan: DimerScan = Field(default_factory=DimerScan)
+    #: smooth cutoff: width of the cosine transition as a fraction of each pair's cutoff
+    transition_fraction: float = Field(0.25, gt=0.0, le=1.0)
+    #: kernel length scale of each pair's distance_2b descriptor (Angstrom)
+    theta: float = Field(0.1, gt=0.0)
+    #: per-point energy sigma = relative_sigma * target, floored at sigma_floor (eV)
+    relative_sigma: float = Field(0.01, gt=0.0, lt=1.0)
+    sigma_floor: float = Field(1e-3, gt=0.0)
+    sparse_jitter: float = Field(1e-6, gt=0.0)
+    #: on a dense check grid the fit must reproduce the target to this relative error where
+    #: the target exceeds 1 eV, and to ``abs_tolerance`` eV below that
+    rel_tolerance: float = Field(0.1, gt=0.0)
+    abs_tolerance: float = Field(0.1, gt=0.0)
+
+    @field_validator("cutoffs")
+    @classmethod
+    def _cutoffs_are_pairs(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, r_cut in value.items():
+            parse_pair(name)
+            if not 0.0 < r_cut <= 3.0:
+                raise ValueError(
+                    f"cutoff of '{name}' is {r_cut} A; the auxiliary is short-ranged: use 0 < r_cut <= 3 A"
+                )
+        return value
+
+    def pair_cutoffs(self) -> dict[Pair, float]:
+        return {parse_pair(name): r_cut for name, r_cut in self.cutoffs.items()}
+
+
+class SoapSettings(Strict):
+    """The main GAP's SOAP descriptor (gap_fit names)."""
+
+    n_max: int = Field(6, ge=1, le=16)
+    l_max: int = Field(6, ge=0, le=16)
+    cutoff: float = Field(4.0, gt=0.0)
+    cutoff_transition_width: float = Field(0.5, gt=0.0)
+    atom_sigma: float = Field(0.5, gt=0.0)
+    zeta: float = Field(4.0, gt=0.0)
+    delta: float = Field(1.0, gt=0.0)
+    n_sparse: int = Field(400, ge=1)
+    sparse_method: Literal["cur_points", "uniform", "random"] = "cur_points"
+
+
+class MainSettings(Strict):
+    """The main SOAP GAP, fitted on the residual (reference minus auxiliary)."""
+
+    soap: SoapSettings = Field(default_factory=SoapSettings)
+    #: regularisation: energy (eV/atom), force (eV/A), virial (eV/atom)
+    energy_sigma: float = Field(0.002, gt=0.0)
+    force_sigma: float = Field(0.1, gt=0.0)
+    virial_sigma: float = Field(0.1, gt=0.0)
+    #: the paper trained on energies only; forces (and virials) when present are the better default
+    use_forces: bool = True
+    use_virials: bool = False
+    sparse_jitter: float = Field(1e-8, gt=0.0)
+
+
+class TrainingData(Strict):
+    """Bootstrap data: classical melt-and-quench of a crystal, subsampled and labelled."""
+
+    #: "beta-cristobalite" or a path to any structure file ASE reads
+    structure: str = "beta-cristobalite"
+    n_atoms: int = Field(24, ge=1)
+    protocol: list[Segment] = Field(default_factory=lambda: melt_and_quench(0.05))
+    timestep: float = Field(1.0, gt=0.0, le=5.0)
+    sample_every: int = Field(100, ge=1)
+    #: fraction of frames held out for testing (never used in a fit)
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+
+
+class FitConfig(Strict):
+    """Everything the composite fit needs: ``alcgap fit CONFIG``."""
+
+    species: list[str] = Field(default_factory=lambda: ["Si", "O"])
+    seed: int = 1
+    #: OpenMP threads for gap_fit and quippy; None = all cores
+    threads: int | None = Field(None, ge=1)
+    reference: LammpsReferenceSettings = Field(default_factory=LammpsReferenceSettings)
+    aux: AuxSettings = Field(default_factory=AuxSettings)
+    main: MainSettings = Field(default_factory=MainSettings)
+    data: TrainingData = Field(default_factory=TrainingData)
+    #: also fit the same main GAP with no auxiliary, for comparison
+    traditional: bool = True
+
+    @field_validator("species")
+    @classmethod
+    def _species_are_elements(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one species, e.g. ['Si', 'O']")
+        for symbol in value:
+            if symbol not in atomic_numbers or symbol == "X":
+                raise ValueError(f"'{symbol}' is not a chemical element symbol")
+        if len(set(value)) != len(value):
+            raise ValueError(f"species listed twice: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _cutoff_table_matches_species(self) -> "FitConfig":
+        pairs = self.aux.pair_cutoffs()
+        wanted = species_pairs(self.species)
+        for name in self.aux.cutoffs:
+            pair = parse_pair(name)
+            extra = set(pair) - set(self.species)
+            if extra:
+                raise ValueError(
+                    f"aux.cutoffs: '{name}' names species {sorted(extra)} not in species {self.species}; "
+                    "add them to species or remove the entry"
+                )
+        missing = [pair_name(p) for p in wanted if p not in pairs]
+        if missing:
+            raise ValueError(
+                f"aux.cutoffs: no cutoff for {missing}; every species pair needs one "
+                f"(paper: Si-Si 1.6, Si-O 1.1, O-O 0.8 Angstrom)"
+            )
+        if len(pairs) != len(self.aux.cutoffs):
+            raise ValueError("aux.cutoffs: a pair is given twice (e.g. 'Si-O' and 'O-Si')")
+        if self.aux.scan.r_min >= min(pairs.values()):
+            raise ValueError(
+                f"aux.scan.r_min={self.aux.scan.r_min} A must be below every aux cutoff "
+                f"(smallest {min(pairs.values())} A)"
+            )
+        if self.reference.types is not None and set(self.reference.types) != set(self.species):
+            raise ValueError(f"reference.types {self.reference.types} must list exactly species {self.species}")
+        if self.data.structure == "beta-cristobalite":
+            if set(self.species) != {"Si", "O"}:
+                raise ValueError("data.structure: 'beta-cristobalite' needs species [Si, O]; give a structure file")
+            if self.data.n_atoms % 24:
+                raise ValueError(f"data.n_atoms={self.data.n_atoms}: beta-cristobalite needs a multiple of 24")
+        elif not Path(self.data.structure).exists():
+            raise ValueError(f"data.structure: file not found: {self.data.structure}")
+        return self
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in err.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling; see configs/ for the known keys)"
+        lines.append(f"  {where}: {message}" if where else f"  {message}")
+    return "\n".join(lines)
+
+
+def load_fit_config(source: str | Path | dict) -> FitConfig:
+    """Read and validate a fit config from a YAML file or a dict; raise ConfigError naming the field."""
+    if isinstance(source, dict):
+        data, name = source, "the given dict"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        data, name = yaml.safe_load(path.read_text()) or {}, str(path)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    try:
+        return FitConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, name)) from None

@@ -1,0 +1,95 @@
+"""Dimer curves and isolated-atom energies through any reference, and the repulsive target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ase import Atoms
+
+from alcgap.reference.base import Reference, isolated
+from alcgap.structures import Pair, pair_name
+
+
+@dataclass
+class DimerCurve:
+    """Binding energy E(r) = E_dimer(r) - E_atom(a) - E_atom(b) in eV, r in Angstrom."""
+
+    pair: Pair
+    distances: np.ndarray
+    energies: np.ndarray
+    #: distances whose reference calculation failed, with the reason
+    failed: dict[float, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return pair_name(self.pair)
+
+    def energy_at(self, r: float) -> float:
+        """Energy at ``r`` by linear interpolation of the scan."""
+        return float(np.interp(r, self.distances, self.energies))
+
+
+def scan_grid(r_min: float, r_cut: float, step: float, beyond_cutoff: float) -> np.ndarray:
+    """Dimer distances from r_min to r_cut + beyond_cutoff; r_cut itself is always on the grid."""
+    inner = np.arange(r_min, r_cut, step)
+    outer = np.arange(r_cut, r_cut + beyond_cutoff + 0.5 * step, step)
+    return np.round(np.concatenate([inner, outer]), 10)
+
+
+def isolated_atom_energies(reference: Reference, species: list[str]) -> dict[str, float]:
+    """Energy (eV) of each species alone in a large box."""
+    return {symbol: reference.isolated_atom_energy(symbol) for symbol in species}
+
+
+def dimer_curve(
+    reference: Reference, pair: Pair, distances: np.ndarray, atom_energies: dict[str, float]
+) -> DimerCurve:
+    """Binding curve of a dimer along ``distances`` (Angstrom); failed points are dropped and kept in ``failed``."""
+    a, b = pair
+    kept_r, kept_e, failed = [], [], {}
+    for r in distances:
+        label = reference.compute(isolated(a + b, positions=[[0.0, 0.0, 0.0], [r, 0.0, 0.0]]))
+        if label.ok:
+            kept_r.append(r)
+            kept_e.append(label.energy - atom_energies[a] - atom_energies[b])
+        else:
+            failed[float(r)] = f"{label.status.value}: {label.reason}"
+    return DimerCurve(pair, np.array(kept_r), np.array(kept_e), failed)
+
+
+def pair_curve(calc, pair: Pair, distances: np.ndarray, separation: float = 12.0) -> tuple[np.ndarray, np.ndarray]:
+    """Energy (eV) and radial force -dE/dr (eV/A) of isolated ``pair`` dimers under any ASE calculator.
+
+    All dimers go into one non-periodic Atoms, ``separation`` Angstrom apart (more than the
+    model's cutoff), so one calculator call evaluates the whole curve; the dimer energy is the
+    sum of its two atoms' local energies.
+    """
+    distances = np.asarray(distances, dtype=float)
+    n = len(distances)
+    side = int(np.ceil(n ** (1.0 / 3.0)))
+    sites = np.array(np.unravel_index(np.arange(n), (side, side, side))).T * separation
+    positions = np.empty((2 * n, 3))
+    positions[0::2] = sites
+    positions[1::2] = sites + np.outer(distances, [1.0, 0.0, 0.0])
+    atoms = Atoms(
+        [pair[0], pair[1]] * n,
+        positions=positions + separation,
+        cell=np.diag(sites.max(axis=0) + 2 * separation + distances.max()),
+        pbc=False,
+    )
+    atoms.calc = calc
+    local = atoms.get_potential_energies()
+    forces = atoms.get_forces()
+    return local[0::2] + local[1::2], forces[1::2, 0]
+
+
+def repulsive_target(curve: DimerCurve, r_cut: float) -> np.ndarray:
+    """The auxiliary's target on the scan: max(E(r) - E(r_cut), 0) below r_cut, 0 at and beyond it.
+
+    Only the repulsive part is kept: the auxiliary must never add binding, so the main model
+    still learns every attraction from the data.
+    """
+    shifted = curve.energies - curve.energy_at(r_cut)
+    return np.where(curve.distances < r_cut, np.maximum(shifted, 0.0), 0.0)

@@ -1,0 +1,1 @@
+"""Molecular dynamics: protocols as data and their drivers."""

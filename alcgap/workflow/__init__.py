@@ -1,0 +1,1 @@
+"""Workflows: the composite fit job and (later) the active-learning campaign."""

@@ -1,0 +1,177 @@
+"""The composite fit, end to end, in a run directory:
+reference -> dimers -> aux -> training data -> main (composite and traditional) -> metrics + plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import yaml
+from ase import Atoms
+from rich.console import Console
+
+from alcgap.analysis.metrics import error_metrics, parity_data
+from alcgap.analysis.plots import aux_curves_plot, parity_plot, short_range_plot
+from alcgap.calculator import GapCalculator
+from alcgap.config import FitConfig
+from alcgap.dimers import dimer_curve, pair_curve, isolated_atom_energies, repulsive_target, scan_grid
+from alcgap.fit.aux import aux_pair_curve, fit_repulsive_aux
+from alcgap.fit.gapfit import find_gap_fit
+from alcgap.fit.main import fit_main_gap
+from alcgap.fit.table import table_pair_commands, write_lammps_table
+from alcgap.md.classical import run_classical_md
+from alcgap.reference import Reference, make_reference, vashishta_sio2_commands
+from alcgap.structures import beta_cristobalite, pair_name, supercell_with_atoms
+
+console = Console(stderr=True)
+
+
+def starting_structure(config: FitConfig) -> Atoms:
+    data = config.data
+    if data.structure == "beta-cristobalite":
+        return supercell_with_atoms(beta_cristobalite(), data.n_atoms)
+    atoms = ase.io.read(data.structure)
+    return supercell_with_atoms(atoms, data.n_atoms)
+
+
+def bootstrap_frames(config: FitConfig, reference: Reference) -> list[Atoms]:
+    """Classical melt-and-quench frames (the reference's own potential when it is classical)."""
+    commands = getattr(reference, "pair_commands", None) or vashishta_sio2_commands()
+    types = getattr(reference, "species", None) or ["Si", "O"]
+    return run_classical_md(
+        starting_structure(config),
+        commands,
+        types,
+        config.data.protocol,
+        timestep=config.data.timestep,
+        sample_every=config.data.sample_every,
+        seed=config.seed,
+    )
+
+
+def label_frames(reference: Reference, frames: list[Atoms]) -> tuple[list[Atoms], list[dict]]:
+    """Labelled copies of the frames that succeeded, and a record of those that failed."""
+    labelled, failed = [], []
+    for index, frame in enumerate(frames):
+        label = reference.compute(frame)
+        if label.ok:
+            labelled.append(label.attach(frame))
+        else:
+            failed.append({"frame": index, "status": label.status.value, "reason": label.reason})
+    return labelled, failed
+
+
+def split(frames: list[Atoms], test_fraction: float, seed: int) -> tuple[list[Atoms], list[Atoms]]:
+    """Reproducible random train/test split; the test set is never used in a fit."""
+    order = np.random.default_rng(seed).permutation(len(frames))
+    n_test = max(1, int(round(test_fraction * len(frames))))
+    test = sorted(order[:n_test])
+    train = sorted(order[n_test:])
+    if not train:
+        raise ValueError("the training set is empty after the split; sample more frames or lower data.test_fraction")
+    return [frames[i] for i in train], [frames[i] for i in test]
+
+
+def short_range_curves(models: dict[str, Path], config: FitConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Dimer energy of each model from the scan's r_min to 2.5 A, per pair."""
+    out = {}
+    calcs = {name: GapCalculator(xml) for name, xml in models.items()}
+    for pair in config.aux.pair_cutoffs():
+        r = np.round(np.arange(config.aux.scan.r_min, 2.5, 0.02), 6)
+        entry: dict[str, np.ndarray] = {"r": r}
+        for name, calc in calcs.items():
+            energies, _ = pair_curve(calc, pair, r)
+            entry[name] = energies - energies[-1]
+        out[pair_name(pair)] = entry
+    return out
+
+
+def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
+    """Run the whole composite fit in ``run_dir``; return (and write) the summary."""
+    find_gap_fit()  # fail before any work if gap_fit is missing
+    run_dir = Path(run_dir)
+    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+    (run_dir / "fit.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 2)
+        console.log(f"[bold]{stage}[/] done in {timings[stage]:.1f} s")
+        clock = now
+
+    reference = make_reference(config.reference, config.species)
+    cutoffs = config.aux.pair_cutoffs()
+    scan = config.aux.scan
+    console.log(f"reference {reference.name} ({reference.settings_hash()}); dimer scans for {[pair_name(p) for p in cutoffs]}")
+    atom_energies = isolated_atom_energies(reference, config.species)
+    curves = {p: dimer_curve(reference, p, scan_grid(scan.r_min, rc, scan.step, scan.beyond_cutoff), atom_energies) for p, rc in cutoffs.items()}
+    (run_dir / "dimers.json").write_text(json.dumps({
+        "atom_energies": atom_energies,
+        "curves": {c.name: {"r": c.distances.tolist(), "energy": c.energies.tolist(), "failed": c.failed} for c in curves.values()},
+    }, indent=1))
+    lap("dimers")
+
+    aux = fit_repulsive_aux(curves, cutoffs, config.aux, run_dir / "aux", threads=config.threads)
+    table = write_lammps_table(aux.xml, cutoffs, run_dir / "aux" / "aux.table", r_min=scan.r_min)
+    (run_dir / "aux" / "aux.lammps").write_text("\n".join(table_pair_commands(table, cutoffs, config.species)) + "\n")
+    dense = {}
+    for pair, rc in cutoffs.items():
+        r_dense = np.arange(scan.r_min, rc + scan.beyond_cutoff, 0.005)
+        dense[pair_name(pair)] = {
+            "r_scan": curves[pair].distances, "target": repulsive_target(curves[pair], rc),
+            "r_dense": r_dense, "fit": aux_pair_curve(aux.xml, pair, r_dense)[0], "r_cut": rc,
+        }
+    aux_curves_plot(dense, run_dir / "plots" / "aux_curves.png")
+    lap("aux")
+
+    frames = bootstrap_frames(config, reference)
+    labelled, failed = label_frames(reference, frames)
+    train, test = split(labelled, config.data.test_fraction, config.seed)
+    ase.io.write(run_dir / "train.xyz", train, format="extxyz")
+    ase.io.write(run_dir / "test.xyz", test, format="extxyz")
+    console.log(f"{len(frames)} MD frames, {len(labelled)} labelled ({len(failed)} failed): {len(train)} train / {len(test)} test")
+    lap("data")
+
+    models = {"composite": fit_main_gap(train, config.main, atom_energies, run_dir / "composite", aux_xml=aux.xml,
+                                        name="composite.xml", threads=config.threads, seed=config.seed)}
+    lap("fit composite")
+    if config.traditional:
+        models["traditional"] = fit_main_gap(train, config.main, atom_energies, run_dir / "traditional",
+                                             name="traditional.xml", threads=config.threads, seed=config.seed)
+        lap("fit traditional")
+
+    evaluated = {}
+    for name, xml in models.items():
+        data = parity_data(GapCalculator(xml), test)
+        evaluated[name] = (data, error_metrics(data))
+    parity_plot(evaluated, run_dir / "plots" / "parity.png")
+    short = short_range_curves(models, config)
+    short_range_plot(short, run_dir / "plots" / "short_range.png")
+    lap("evaluate")
+
+    summary = {
+        "run_dir": str(run_dir),
+        "reference": {"name": reference.name, "settings_hash": reference.settings_hash()},
+        "atom_energies_eV": atom_energies,
+        "n_frames": len(frames), "n_train": len(train), "n_test": len(test), "failed_labels": failed,
+        "aux": {name: asdict(check) for name, check in aux.checks.items()},
+        "models": {name: str(xml) for name, xml in models.items()},
+        "aux_table": str(table),
+        "test_errors": {name: m.as_dict() for name, (_, m) in evaluated.items()},
+        # dimer energy relative to 2.5 A at 0.8 x the aux cutoff, per model: the composite must repel
+        "short_range_eV": {pair: {name: float(np.interp(0.8 * cutoffs[tuple(pair.split("-"))], c["r"], e))
+                                  for name, e in c.items() if name != "r"} for pair, c in short.items()},
+        "timings_s": timings,
+        "plots": sorted(str(p) for p in (run_dir / "plots").glob("*.png")),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
