@@ -35,8 +35,14 @@ class GapCalculator(Calculator):
     """A gap_fit xml as an ASE calculator: energy, forces, stress, per-atom energies and, with
     ``variance=True``, the per-atom predicted variance ``local_gap_variance`` (eV^2).
 
-    The xml must have been fitted with ``export_covariance=T`` for the variance (alcgap always does).
-    In a composite, the variance is the main GAP's: the auxiliary has no covariance.
+    ``component`` ("main" or "aux") selects one part of a composite xml.
+
+    The variance of a composite is the main GAP's. It cannot be asked of the whole Sum potential:
+    QUIP would ask the aux too, whose prior variance (delta^2 ~ 1e10 eV^2, the scale of its
+    targets) cancels catastrophically, and QUIP aborts with "negative variance predicted" as soon
+    as a pair comes inside an aux cutoff -- exactly the structures active learning must flag.
+    So with ``variance=True`` a composite is evaluated as main (with variance) + aux (without),
+    each once; without variance, as the single Sum potential gap_fit wrote.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", VARIANCE]
@@ -48,24 +54,35 @@ class GapCalculator(Calculator):
         self.xml = Path(xml)
         if not self.xml.exists():
             raise FileNotFoundError(f"GAP xml not found: {self.xml}")
-        args = {}
-        if component is not None:
-            labels = component_labels(self.xml)
-            if component not in labels:
-                raise ValueError(f"component={component!r}: {self.xml.name} has only {sorted(labels)}")
-            args["args_str"] = f"IP GAP label={labels[component]}"
+        labels = component_labels(self.xml)
+        if component is not None and component not in labels:
+            raise ValueError(f"component={component!r}: {self.xml.name} has only {sorted(labels)}")
         self.variance = variance
-        calc_args = "local_gap_variance" if variance else None
-        self._pot = Potential(param_filename=str(self.xml), calc_args=calc_args, **args)
+        self.is_composite = component is None and "aux" in labels
+
+        def load(label: str | None, with_variance: bool):
+            extra = {"args_str": f"IP GAP label={label}"} if label else {}
+            return Potential(param_filename=str(self.xml), calc_args=VARIANCE if with_variance else None, **extra)
+
+        if self.is_composite and variance:
+            self._parts = [load(labels["main"], True), load(labels["aux"], False)]
+        else:
+            self._parts = [load(labels[component] if component else None, variance)]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         wanted = ["energy", "forces", "energies"] + (["stress"] if all(self.atoms.pbc) else [])
-        self._pot.calculate(self.atoms, wanted, system_changes)
-        self.results = dict(self._pot.results)
-        self.results["free_energy"] = self.results["energy"]
+        total: dict = {}
+        for pot in self._parts:
+            pot.calculate(self.atoms, wanted, system_changes)
+            for key in wanted:
+                value = np.array(pot.results[key], dtype=float)
+                total[key] = total[key] + value if key in total else value
+        total["energy"] = float(total["energy"])
+        total["free_energy"] = total["energy"]
         if self.variance:
-            self.results[VARIANCE] = np.array(self._pot.extra_results["atoms"][VARIANCE])
+            total[VARIANCE] = np.array(self._parts[0].extra_results["atoms"][VARIANCE])
+        self.results = total
 
     def get_variance(self, atoms) -> np.ndarray:
         """Per-atom predicted variance (eV^2)."""

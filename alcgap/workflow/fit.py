@@ -164,6 +164,7 @@ def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
         "atom_energies_eV": atom_energies,
         "n_frames": len(frames), "n_train": len(train), "n_test": len(test), "failed_labels": failed,
         "aux": {name: asdict(check) for name, check in aux.checks.items()},
+        "aux_xml": str(aux.xml),
         "models": {name: str(xml) for name, xml in models.items()},
         "aux_table": str(table),
         "test_errors": {name: m.as_dict() for name, (_, m) in evaluated.items()},
