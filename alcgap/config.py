@@ -60,17 +60,17 @@ class AuxSettings(Strict):
     cutoffs: dict[str, float] = Field(default_factory=lambda: {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8})
     scan: DimerScan = Field(default_factory=DimerScan)
     #: smooth cutoff: width of the cosine transition as a fraction of each pair's cutoff
-    transition_fraction: float = Field(0.25, gt=0.0, le=1.0)
+    transition_fraction: float = Field(0.15, gt=0.0, le=1.0)
     #: kernel length scale of each pair's distance_2b descriptor (Angstrom)
     theta: float = Field(0.1, gt=0.0)
     #: per-point energy sigma = relative_sigma * target, floored at sigma_floor (eV)
     relative_sigma: float = Field(0.01, gt=0.0, lt=1.0)
     sigma_floor: float = Field(1e-3, gt=0.0)
     sparse_jitter: float = Field(1e-6, gt=0.0)
-    #: on a dense check grid the fit must reproduce the target to this relative error where
+    #: at every scanned distance the fit must reproduce the target to this relative error where
     #: the target exceeds 1 eV, and to ``abs_tolerance`` eV below that
-    rel_tolerance: float = Field(0.1, gt=0.0)
-    abs_tolerance: float = Field(0.1, gt=0.0)
+    rel_tolerance: float = Field(0.02, gt=0.0)
+    abs_tolerance: float = Field(0.01, gt=0.0)
 
     @field_validator("cutoffs")
     @classmethod

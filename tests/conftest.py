@@ -13,7 +13,7 @@ from alcgap.reference import LammpsReference
 SMALL_FIT = {
     "species": ["Si", "O"],
     "seed": 3,
-    "aux": {"cutoffs": {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8}, "rel_tolerance": 0.5},
+    "aux": {"cutoffs": {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8}},
     "main": {"soap": {"n_sparse": 150}},
     "data": {
         "n_atoms": 24,

@@ -1,4 +1,5 @@
-"""The auxiliary is repulsive only: positive and monotone below its cutoff, exactly zero beyond."""
+"""The auxiliary is repulsive only: positive and monotone below its cutoff, exactly zero beyond,
+and it reproduces the repulsive part of the reference's dimer curves."""
 
 import json
 from pathlib import Path
@@ -7,44 +8,58 @@ import numpy as np
 import pytest
 
 from alcgap.config import AuxSettings
-from alcgap.dimers import dimer_curve, isolated_atom_energies, repulsive_target, scan_grid
+from alcgap.dimers import DimerCurve, cosine_cutoff, dimer_curve, isolated_atom_energies, repulsive_target, scan_grid
 from alcgap.fit.aux import aux_pair_curve, fit_repulsive_aux
 from alcgap.reference import LammpsReference
+from alcgap.reference.base import isolated
 from alcgap.structures import pair_key
 
 
-def _dense_check(xml, pair, r_cut, r_scan, target, rel_tol, abs_tol):
-    grid = np.arange(r_scan.min(), r_cut + 0.5, 0.01)
+def assert_repulsive(xml, pair, r_cut, r_lo, step=0.01):
+    """Dense-grid properties from the shortest scanned distance to 0.5 A past the cutoff."""
+    grid = np.arange(r_lo, r_cut + 0.5, step)
     energy, force = aux_pair_curve(xml, pair, grid)
     below, beyond = grid < r_cut, grid >= r_cut
-    # exactly zero at and beyond the cutoff
-    assert np.all(energy[beyond] == 0.0) and np.all(force[beyond] == 0.0)
-    # never negative; strictly positive outside the smooth-cutoff tail
-    assert np.all(energy[below] >= 0.0)
-    assert np.all(energy[grid < 0.75 * r_cut] > 0.0)
-    # monotonically decreasing wherever it is numerically non-zero
+    assert np.all(energy[beyond] == 0.0) and np.all(force[beyond] == 0.0), "not exactly zero beyond r_cut"
+    assert np.all(energy[below] >= 0.0), "negative below r_cut"
+    assert np.all(energy[grid < 0.75 * r_cut] > 0.0), "not positive outside the cutoff's transition"
     e = energy[below]
-    significant = e[1:] > 1e-6
-    assert np.all(np.diff(e)[significant] < 0.0), f"{pair} not monotone"
-    # repulsive force everywhere below the cutoff (pushes the second atom outwards)
-    assert np.all(force[below][e > 1e-6] > 0.0)
-    # reproduces the target
-    t = np.interp(grid, r_scan, target)
-    strong = t > 1.0
-    assert np.max(np.abs(energy[strong] - t[strong]) / t[strong]) < rel_tol
-    assert np.max(np.abs(energy[~strong] - t[~strong])) < abs_tol
-    return grid, energy, force
+    significant = e[1:] > 1e-6  # the cosine tail ends in numerically zero values
+    assert np.all(np.diff(e)[significant] < 0.0), f"{pair} not monotonically decreasing"
+    assert np.all(force[below][e > 1e-6] > 0.0), "force not repulsive"
+    return grid, energy
 
 
-def test_sio2_aux_on_a_dense_grid(fitted, small_config):
+def assert_reproduces_reference(xml, pair, r_cut, width, reference, atom_energies, distances, rel_tol):
+    """Against the reference itself at distances that were NOT scanned (between grid points)."""
+    def binding(r):
+        e = reference.compute(isolated(pair[0] + pair[1], [[0, 0, 0], [r, 0, 0]])).energy
+        return e - atom_energies[pair[0]] - atom_energies[pair[1]]
+
+    e_cut = binding(r_cut)
+    target = np.array([max(binding(r) - e_cut, 0.0) for r in distances]) * cosine_cutoff(distances, r_cut, width)
+    fitted, _ = aux_pair_curve(xml, pair, distances)
+    strong = target > 1.0
+    assert strong.any()
+    rel = np.abs(fitted[strong] - target[strong]) / target[strong]
+    assert rel.max() < rel_tol, f"{pair}: {rel.max():.2%} at r = {distances[strong][np.argmax(rel)]:.3f} A"
+    return rel.max()
+
+
+def test_sio2_aux_is_repulsive_and_accurate(fitted, small_config, vashishta):
     dimers = json.loads((Path(fitted["run_dir"]) / "dimers.json").read_text())
-    for name, r_cut in small_config.aux.cutoffs.items():
+    aux = small_config.aux
+    for name, r_cut in aux.cutoffs.items():
         pair = pair_key(*name.split("-"))
-        curve = dimers["curves"]["-".join(pair)]
-        r = np.array(curve["r"])
-        energy = np.array(curve["energy"])
-        target = np.where(r < r_cut, np.maximum(energy - np.interp(r_cut, r, energy), 0.0), 0.0)
-        _dense_check(fitted["aux_xml"], pair, r_cut, r, target, small_config.aux.rel_tolerance, small_config.aux.abs_tolerance)
+        r_scan = np.array(dimers["curves"]["-".join(pair)]["r"])
+        assert r_scan.min() == pytest.approx(aux.scan.r_min)
+        assert_repulsive(fitted["aux_xml"], pair, r_cut, r_scan.min())
+        midpoints = np.arange(aux.scan.r_min + aux.scan.step / 2, r_cut, 3 * aux.scan.step)
+        # between scanned points the fit interpolates: allow 2.5x the tolerance held at the points
+        assert_reproduces_reference(fitted["aux_xml"], pair, r_cut, aux.transition_fraction * r_cut, vashishta,
+                                    dimers["atom_energies"], midpoints, 2.5 * aux.rel_tolerance)
+        check = fitted["aux"]["-".join(pair)]
+        assert check["monotone"] and check["max_rel_error"] < aux.rel_tolerance and check["max_beyond_cut"] == 0.0
 
 
 def test_aux_forces_are_minus_the_derivative(fitted):
@@ -72,21 +87,25 @@ def test_any_species_set_with_per_pair_cutoffs(tmp_path):
     fit = fit_repulsive_aux(curves, cutoffs, settings, tmp_path)
     assert set(fit.checks) == {"Kr-Kr", "Kr-Ar", "Ar-Ar"}
     for pair, r_cut in cutoffs.items():
-        _, energy, _ = _dense_check(fit.xml, pair, r_cut, curves[pair].distances, repulsive_target(curves[pair], r_cut),
-                                    settings.rel_tolerance, settings.abs_tolerance)
+        _, energy = assert_repulsive(fit.xml, pair, r_cut, 2.0)
         assert energy[0] > 1.0  # LJ at 2.0 A is several eV above its value at the cutoff
+        midpoints = np.arange(2.01, r_cut, 0.06)
+        assert_reproduces_reference(fit.xml, pair, r_cut, settings.transition_fraction * r_cut, reference,
+                                    atom_energies, midpoints, 2.5 * settings.rel_tolerance)
     # each descriptor kept its own cutoff: at 2.8 A only Kr-Ar and Kr-Kr still repel
     at_28 = {pair: aux_pair_curve(fit.xml, pair, np.array([2.8]))[0][0] for pair in cutoffs}
     assert at_28[("Ar", "Ar")] == 0.0
     assert at_28[("Kr", "Ar")] > 0.0 and at_28[("Kr", "Kr")] > 0.0
 
 
-def test_repulsive_target_is_never_negative():
-    from alcgap.dimers import DimerCurve
-
+def test_repulsive_target_is_never_negative_and_smoothly_cut():
     r = np.linspace(0.5, 2.0, 31)
     energy = 1.0 / r**6 - 2.0 / r**3  # a binding curve with a minimum at 1.26
     curve = DimerCurve(("Si", "O"), r, energy)
-    target = repulsive_target(curve, 1.1)
-    assert np.all(target >= 0.0) and np.all(target[r >= 1.1] == 0.0)
-    assert target[0] == pytest.approx(energy[0] - np.interp(1.1, r, energy))
+    hard = repulsive_target(curve, 1.1)
+    assert np.all(hard >= 0.0) and np.all(hard[r >= 1.1] == 0.0)
+    assert hard[0] == pytest.approx(energy[0] - np.interp(1.1, r, energy))
+    smooth = repulsive_target(curve, 1.1, width=0.3)
+    inner = r <= 0.8
+    np.testing.assert_allclose(smooth[inner], hard[inner])
+    assert np.all(smooth <= hard) and np.all(smooth[r >= 1.1] == 0.0)

@@ -43,7 +43,7 @@ def aux_curves_plot(curves: dict[str, dict[str, np.ndarray]], path: str | os.Pat
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4), squeeze=False)
     for ax, (name, c) in zip(axes[0], curves.items()):
         keep = c["target"] > 0
-        ax.semilogy(c["r_scan"][keep], c["target"][keep], "o", ms=3, color="black", label="target E(r)-E(r_cut)")
+        ax.semilogy(c["r_scan"][keep], c["target"][keep], "o", ms=3, color="black", label="target f_cut(r) [E(r)-E(r_cut)]")
         fit_keep = c["fit"] > 0
         ax.semilogy(c["r_dense"][fit_keep], c["fit"][fit_keep], "-", color=COLOURS["aux"], label="aux GAP")
         ax.axvline(c["r_cut"], ls=":", color="grey")

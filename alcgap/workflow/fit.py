@@ -20,8 +20,8 @@ from alcgap.analysis.metrics import error_metrics, parity_data
 from alcgap.analysis.plots import aux_curves_plot, parity_plot, short_range_plot
 from alcgap.calculator import GapCalculator
 from alcgap.config import FitConfig
-from alcgap.dimers import dimer_curve, pair_curve, isolated_atom_energies, repulsive_target, scan_grid
-from alcgap.fit.aux import aux_pair_curve, fit_repulsive_aux
+from alcgap.dimers import dimer_curve, isolated_atom_energies, pair_curve, scan_grid
+from alcgap.fit.aux import aux_pair_curve, aux_target, fit_repulsive_aux
 from alcgap.fit.gapfit import find_gap_fit
 from alcgap.fit.main import fit_main_gap
 from alcgap.fit.table import table_pair_commands, write_lammps_table
@@ -127,7 +127,7 @@ def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
     for pair, rc in cutoffs.items():
         r_dense = np.arange(scan.r_min, rc + scan.beyond_cutoff, 0.005)
         dense[pair_name(pair)] = {
-            "r_scan": curves[pair].distances, "target": repulsive_target(curves[pair], rc),
+            "r_scan": curves[pair].distances, "target": aux_target(curves[pair], rc, config.aux),
             "r_dense": r_dense, "fit": aux_pair_curve(aux.xml, pair, r_dense)[0], "r_cut": rc,
         }
     aux_curves_plot(dense, run_dir / "plots" / "aux_curves.png")
