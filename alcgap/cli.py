@@ -38,27 +38,96 @@ def _print_summary(summary: dict) -> None:
     console.print(f"plots: {', '.join(summary['plots'])}\nsummary: {Path(summary['run_dir']) / 'summary.json'}")
 
 
+def _status(run_dir: Path) -> int:
+    """Iteration, stage, labels, last errors and clustering verdicts of a campaign."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from alcgap.workflow.state import IterationState
+
+    console = Console()
+    if not (run_dir / "campaign.yaml").exists():
+        print(f"alcgap: {run_dir} holds no campaign (no campaign.yaml)", file=sys.stderr)
+        return 2
+    table = Table(title=f"campaign {run_dir}")
+    for column in ("iteration", "stages done", "labels (ok/failed)", "energy MAE", "force RMSE", "clustering", "decision"):
+        table.add_column(column)
+    for folder in sorted(run_dir.glob("iter-[0-9][0-9][0-9]")):
+        state = IterationState(run_dir, int(folder.name[5:]))
+        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+        errors = metrics.get("errors", {})
+        labelled = [stage.get("labelled") for stage in state.stages.values() if "labelled" in stage]
+        failed = [stage.get("failed") for stage in state.stages.values() if "failed" in stage]
+        table.add_row(str(state.iteration), ", ".join(state.stages) or "-",
+                      f"{sum(labelled)}/{sum(failed)}" if labelled else "-",
+                      f"{errors['energy_mae']:.2f} meV/atom" if errors else "-",
+                      f"{errors['force_rmse']:.3f} eV/A" if errors else "-",
+                      ", ".join(f"{k}: {v}" for k, v in metrics.get("clustering", {}).items()) or "-",
+                      metrics.get("decision", {}).get("rule", "-"))
+    console.print(table)
+    if (run_dir / "data.db").exists():
+        from alcgap.store import LabelStore
+
+        console.print(f"store: {LabelStore(run_dir / 'data.db').summary()}")
+    if (run_dir / "summary.json").exists():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        console.print(f"finished: stopped by [bold]{summary['stopped_by']}[/]: {summary['why']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alcgap", description="composite GAP force fields that stay physical")
     commands = parser.add_subparsers(dest="command", required=True)
     fit = commands.add_parser("fit", help="reference -> dimers -> aux -> data -> main GAP -> metrics and plots")
     fit.add_argument("config", help="fit config YAML (see configs/)")
     fit.add_argument("--run-dir", default=None, help="output folder (default: runs/<config name>)")
+    run = commands.add_parser("run", help="run an active-learning campaign to its stopping rule")
+    run.add_argument("config", help="campaign config YAML (see configs/)")
+    run.add_argument("--site", default="local", help="site YAML or a name in sites/ (default: local)")
+    run.add_argument("--run-dir", default=None, help="output folder (default: runs/<config name>)")
+    resume = commands.add_parser("resume", help="continue a stopped or killed campaign from its checkpoints")
+    resume.add_argument("run_dir")
+    resume.add_argument("--site", default="local", help="site YAML or a name in sites/ (default: local)")
+    status = commands.add_parser("status", help="iteration, stage, labels, errors and clustering verdicts")
+    status.add_argument("run_dir")
+    report = commands.add_parser("report", help="write the HTML report and JSON summary of a run directory")
+    report.add_argument("run_dir")
     args = parser.parse_args(argv)
 
-    if args.command == "fit":
-        from alcgap.config import load_fit_config
-        from alcgap.fit.gapfit import GapFitError
-        from alcgap.workflow.fit import run_fit
+    from alcgap.fit.gapfit import GapFitError
+    from alcgap.sites import SiteError
 
-        try:
+    try:
+        if args.command == "fit":
+            from alcgap.config import load_fit_config
+            from alcgap.workflow.fit import run_fit
+
             config = load_fit_config(args.config)
             run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-            summary = run_fit(config, run_dir)
-        except (ConfigError, GapFitError) as err:
-            print(f"alcgap: {err}", file=sys.stderr)
-            return 2
-        _print_summary(summary)
+            _print_summary(run_fit(config, run_dir))
+        elif args.command in ("run", "resume"):
+            from alcgap.analysis.report import write_report
+            from alcgap.workflow.campaign import resume_campaign, run_campaign
+
+            if args.command == "run":
+                run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+                summary = run_campaign(args.config, run_dir, site=args.site)
+            else:
+                run_dir = Path(args.run_dir)
+                summary = resume_campaign(run_dir, site=args.site)
+            _status(run_dir)
+            print(f"report: {write_report(run_dir)}")
+        elif args.command == "status":
+            return _status(Path(args.run_dir))
+        elif args.command == "report":
+            from alcgap.analysis.report import main_report
+
+            return main_report(args.run_dir)
+    except (ConfigError, GapFitError, SiteError) as err:
+        print(f"alcgap: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,13 +7,14 @@ O-O 0.8 Angstrom; SOAP n_max = l_max = 6, cutoff 4.0 Angstrom.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 import yaml
 from ase.data import atomic_numbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alcgap.md.protocols import Segment, melt_and_quench
+from alcgap.reference._cp2k import Cp2kSettings
 from alcgap.structures import Pair, pair_key, pair_name, species_pairs
 
 
@@ -43,6 +44,10 @@ class LammpsReferenceSettings(Strict):
     pair_commands: list[str] | None = None
     #: LAMMPS type order (type 1 = first); None means the campaign's species in order
     types: list[str] | None = None
+
+
+#: the reference, chosen by ``kind``: "lammps" (classical stand-in) or "cp2k" (DFT, or xTB for demos)
+ReferenceSettings = Annotated[Union[LammpsReferenceSettings, Cp2kSettings], Field(discriminator="kind")]
 
 
 class DimerScan(Strict):
@@ -135,7 +140,7 @@ class FitConfig(Strict):
     seed: int = 1
     #: OpenMP threads for gap_fit and quippy; None = all cores
     threads: int | None = Field(None, ge=1)
-    reference: LammpsReferenceSettings = Field(default_factory=LammpsReferenceSettings)
+    reference: ReferenceSettings = Field(default_factory=LammpsReferenceSettings)
     aux: AuxSettings = Field(default_factory=AuxSettings)
     main: MainSettings = Field(default_factory=MainSettings)
     data: TrainingData = Field(default_factory=TrainingData)
@@ -179,7 +184,7 @@ class FitConfig(Strict):
                 f"aux.scan.r_min={self.aux.scan.r_min} A must be below every aux cutoff "
                 f"(smallest {min(pairs.values())} A)"
             )
-        if self.reference.types is not None and set(self.reference.types) != set(self.species):
+        if getattr(self.reference, "types", None) is not None and set(self.reference.types) != set(self.species):
             raise ValueError(f"reference.types {self.reference.types} must list exactly species {self.species}")
         if self.data.structure == "beta-cristobalite":
             if set(self.species) != {"Si", "O"}:
@@ -202,8 +207,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_fit_config(source: str | Path | dict) -> FitConfig:
-    """Read and validate a fit config from a YAML file or a dict; raise ConfigError naming the field."""
+def _load(model: type[BaseModel], source: str | Path | dict):
     if isinstance(source, dict):
         data, name = source, "the given dict"
     else:
@@ -214,6 +218,103 @@ def load_fit_config(source: str | Path | dict) -> FitConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys")
     try:
-        return FitConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, name)) from None
+
+
+def load_fit_config(source: str | Path | dict) -> FitConfig:
+    """Read and validate a fit config from a YAML file or a dict; raise ConfigError naming the field."""
+    return _load(FitConfig, source)
+
+
+# ---------------------------------------------------------------------------------------------
+# The active-learning campaign: the fit's settings plus exploration, selection, judging, stopping.
+
+#: Shortest physically sensible distance per SiO2 pair (Angstrom) for flags and the clustering
+#: verdict. Si-O bonds are ~1.6 A, O-O edges of the SiO4 tetrahedron ~2.6 A, Si-Si across a
+#: shared O ~3.1 A; even the 5000 K melt keeps Si-O above ~1.35 and O-O, Si-Si above ~2.0 A.
+SIO2_MIN_DISTANCES = {"Si-Si": 2.0, "Si-O": 1.3, "O-O": 1.8}
+
+
+def _check_pair_table(field: str, table: dict[str, float], species: list[str]) -> None:
+    wanted = {pair_name(p) for p in species_pairs(species)}
+    given = {pair_name(parse_pair(name)) for name in table}
+    if given != wanted:
+        raise ValueError(f"{field}: needs exactly the pairs {sorted(wanted)}, got {sorted(table)}")
+
+
+class ExploreSettings(Strict):
+    """Exploration MD with the current composite GAP: seeds x temperatures x cell sizes."""
+
+    seeds: list[int] = Field(default_factory=lambda: [1, 2])
+    #: multipliers of the training cell; the stopping rule looks at the largest (the paper: 10)
+    sizes: list[int] = Field(default_factory=lambda: [1, 10])
+    #: melt temperature (K) of each task's melt-and-quench; one task per seed, size and temperature
+    temperatures: list[float] = Field(default_factory=lambda: [5000.0])
+    #: fraction of the paper's melt-and-quench length (30k + 20k + 100k steps at 1 fs)
+    protocol_scale: float = Field(0.02, gt=0.0, le=10.0)
+    timestep: float = Field(1.0, gt=0.0, le=5.0)
+    #: monitors run every ``monitor_every`` steps
+    monitor_every: int = Field(20, ge=1)
+    #: per-atom predicted variance (eV^2) above which a frame is flagged
+    variance_threshold: float = Field(0.01, gt=0.0)
+    #: pair distances (Angstrom) below which a frame is flagged (and a 10x run judged clustered)
+    min_distances: dict[str, float] = Field(default_factory=lambda: dict(SIO2_MIN_DISTANCES))
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_positive(cls, value: list[int]) -> list[int]:
+        if not value or min(value) < 1:
+            raise ValueError("give cell multipliers >= 1, e.g. [1, 10]")
+        return sorted(set(value))
+
+
+class SelectSettings(Strict):
+    """Which flagged frames get labelled."""
+
+    #: labels per iteration at most
+    budget: int = Field(20, ge=1)
+    #: cosine distance of structure-averaged SOAP vectors below which frames are duplicates
+    min_soap_distance: float = Field(1e-5, ge=0.0)
+
+
+class JudgeSettings(Strict):
+    """What an iteration must show for the campaign to stop (besides clean 10x runs)."""
+
+    max_energy_mae: float = Field(10.0, gt=0.0, description="meV/atom on the held-out set")
+    max_force_rmse: float = Field(1.0, gt=0.0, description="eV/A on the held-out set")
+    #: clustering detector thresholds (alcgap.analysis.clustering.ClusteringCriteria fields);
+    #: None: SiO2's physically justified defaults for Si + O, covalent radii otherwise
+    clustering: dict | None = None
+
+
+class StopSettings(Strict):
+    max_iterations: int = Field(5, ge=1)
+    max_labels: int = Field(1000, ge=1)
+
+
+class CampaignConfig(FitConfig):
+    """A whole active-learning campaign: ``alcgap run CONFIG --site SITE``."""
+
+    name: str = "campaign"
+    explore: ExploreSettings = Field(default_factory=ExploreSettings)
+    select: SelectSettings = Field(default_factory=SelectSettings)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    stop: StopSettings = Field(default_factory=StopSettings)
+    traditional: bool = False
+
+    @model_validator(mode="after")
+    def _explore_pairs_match_species(self) -> "CampaignConfig":
+        if self.explore.min_distances == SIO2_MIN_DISTANCES and set(self.species) != {"Si", "O"}:
+            raise ValueError("explore.min_distances: the defaults are SiO2's; give a minimum for every pair of your species")
+        _check_pair_table("explore.min_distances", self.explore.min_distances, self.species)
+        return self
+
+    def min_distance_table(self) -> dict[Pair, float]:
+        return {parse_pair(name): value for name, value in self.explore.min_distances.items()}
+
+
+def load_campaign_config(source: str | Path | dict) -> CampaignConfig:
+    """Read and validate a campaign config (YAML file or dict); raise ConfigError naming the field."""
+    return _load(CampaignConfig, source)

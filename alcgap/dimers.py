@@ -34,6 +34,7 @@ class DimerCurve:
 def scan_grid(r_min: float, r_cut: float, step: float, beyond_cutoff: float) -> np.ndarray:
     """Dimer distances from r_min to r_cut + beyond_cutoff; r_cut itself is always on the grid."""
     inner = np.arange(r_min, r_cut, step)
+    inner = inner[inner < r_cut - 0.5 * step]  # arange may end a rounding error below r_cut
     outer = np.arange(r_cut, r_cut + beyond_cutoff + 0.5 * step, step)
     return np.round(np.concatenate([inner, outer]), 10)
 

@@ -42,6 +42,10 @@ class LammpsReference(Reference):
         self.species = list(species)
         self._calc = None
 
+    def __getstate__(self):
+        # a LAMMPS instance does not travel (to a Parsl worker, say): the copy makes its own
+        return {**self.__dict__, "_calc": None}
+
     @classmethod
     def vashishta_sio2(cls) -> "LammpsReference":
         return cls(vashishta_sio2_commands(), ["Si", "O"])

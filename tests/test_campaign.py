@@ -1,0 +1,163 @@
+"""The active-learning campaign end to end on a real local Parsl executor, with the real
+Vashishta reference standing in for DFT: stopping rule, kill + resume, custom selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from alcgap.config import load_campaign_config
+from alcgap.reference import LammpsReference
+from alcgap.store import LabelStore
+from alcgap.workflow.campaign import ResumeRefused, resume_campaign, run_campaign
+
+# 24-atom SiO2; exploration at 1x and 2x the cell (10x in the paper: configs/sio2.yaml).
+QUICK = {
+    "name": "test",
+    "species": ["Si", "O"],
+    "seed": 5,
+    "threads": 1,
+    "reference": {"kind": "lammps"},
+    "main": {"soap": {"n_sparse": 100}},
+    "data": {"n_atoms": 24, "sample_every": 100, "test_fraction": 0.3, "protocol": [
+        {"steps": 1000, "t_start": 300, "t_end": 4000},
+        {"steps": 500, "t_start": 4000, "t_end": 4000},
+        {"steps": 1500, "t_start": 4000, "t_end": 300}]},
+    "explore": {"seeds": [1], "sizes": [1, 2], "protocol_scale": 0.002, "monitor_every": 10,
+                "variance_threshold": 0.002},
+    "select": {"budget": 6},
+    "judge": {"max_energy_mae": 40.0, "max_force_rmse": 2.0},
+    "stop": {"max_iterations": 3},
+}
+
+
+def no_duplicate_labels(store: LabelStore) -> None:
+    keys = Counter((row.fingerprint, row.settings_hash) for row in store.rows(status=None))
+    repeated = [key for key, n in keys.items() if n > 1]
+    assert not repeated, f"structures labelled twice: {repeated[:3]}"
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("campaign")
+    return run_dir, run_campaign(load_campaign_config(QUICK), run_dir)
+
+
+def test_campaign_reaches_its_stopping_rule(campaign):
+    run_dir, summary = campaign
+    assert summary["stopped_by"] in ("converged", "max_iterations")
+    assert 1 <= summary["iterations"] <= 3
+    metrics = summary["metrics"]
+    assert metrics and all(m["errors"]["energy_mae"] > 0 for m in metrics)
+    if summary["stopped_by"] == "converged":
+        last = metrics[-1]
+        assert all(v == "clean" for k, v in last["clustering"].items() if last["sizes"][k] == max(last["sizes"].values()))
+    store = LabelStore(run_dir / "data.db")
+    counts = store.summary()
+    assert counts.by_origin.get("dimer", 0) > 30 and counts.by_origin.get("bootstrap", 0) >= 20
+    explored = [row for row in store.rows() if row.origin.startswith("explore:")]
+    assert explored, "no exploration frame was selected and labelled"
+    # provenance of a selected frame says why it was chosen
+    assert all(row.get("variance") is not None or row.get("min_distance") is not None for row in explored)
+    no_duplicate_labels(store)
+    for k in range(1, summary["iterations"] + 1):
+        state = json.loads((run_dir / f"iter-{k:03d}" / "state.json").read_text())
+        assert {"fit", "explore_select_label", "judge"} <= set(state["stages"])
+
+
+def test_status_and_report_of_a_finished_campaign(campaign):
+    from alcgap.cli import main
+
+    run_dir, _ = campaign
+    assert main(["status", str(run_dir)]) == 0
+    assert main(["report", str(run_dir)]) == 0
+    page = run_dir / "report" / "index.html"
+    assert page.exists() and "data:image/png;base64" in page.read_text()
+
+
+def test_a_changed_config_is_refused_on_resume(campaign):
+    run_dir, _ = campaign
+    changed = dict(QUICK, aux={"cutoffs": {"Si-Si": 1.5, "Si-O": 1.1, "O-O": 0.8}})
+    with pytest.raises(ResumeRefused, match=r"aux.cutoffs.Si-Si: 1.6 -> 1.5"):
+        run_campaign(load_campaign_config(changed), run_dir)
+
+
+class SlowVashishta(LammpsReference):
+    """The real Vashishta reference, made as slow as a small DFT call so a kill lands mid-labelling."""
+
+    def compute(self, atoms):
+        if atoms.pbc.all():  # condensed structures only: dimer scans stay fast
+            time.sleep(0.5)
+        return super().compute(atoms)
+
+
+KILLED_RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_campaign import QUICK, SlowVashishta
+from alcgap.config import load_campaign_config
+from alcgap.workflow.campaign import run_campaign
+config = dict(QUICK, stop={{"max_iterations": 1}})
+run_campaign(load_campaign_config(config), {run_dir!r}, reference=SlowVashishta.vashishta_sio2())
+"""
+
+
+def test_campaign_killed_during_labelling_resumes_without_loss(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    script = KILLED_RUN.format(tests=str(Path(__file__).parent), run_dir=str(run_dir))
+    child = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    store_path = run_dir / "data.db"
+    deadline = time.time() + 600
+    labelled_before = 0
+    try:
+        while time.time() < deadline and child.poll() is None:
+            if store_path.exists():
+                labelled_before = len(LabelStore(store_path).rows(origin="bootstrap"))
+                if labelled_before >= 3:
+                    break
+            time.sleep(0.3)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # the driver and its Parsl workers, mid-labelling
+        child.wait()
+    assert labelled_before >= 3, f"the campaign never reached labelling: {child.stderr.read().decode()[-2000:]}"
+    state = json.loads((run_dir / "iter-000" / "state.json").read_text())
+    assert "label" not in state["stages"], "the kill came too late: labelling had finished"
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # Parsl workers unpickle SlowVashishta
+    before = {row.fingerprint: row.energy for row in LabelStore(store_path).rows(origin="bootstrap")}
+    summary = resume_campaign(run_dir, reference=SlowVashishta.vashishta_sio2())
+    assert summary["iterations"] == 1
+    store = LabelStore(store_path)
+    no_duplicate_labels(store)
+    after = {row.fingerprint: row.energy for row in store.rows(origin="bootstrap")}
+    assert set(before) <= set(after) and all(after[k] == before[k] for k in before)  # nothing lost or redone
+    frames = json.loads((run_dir / "iter-000" / "state.json").read_text())["stages"]["label"]
+    assert frames["failed"] == 0 and len(after) == frames["labelled"]
+
+
+def test_python_api_with_a_custom_selection(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # Parsl workers unpickle the function
+    def most_uncertain_two(candidates, known, budget):
+        ranked = sorted(candidates, key=lambda a: -a.info.get("max_variance", 0.0))[:2]
+        for atoms in ranked:
+            atoms.info["flag_reasons"] = "custom: most uncertain"
+        return ranked
+
+    config = dict(QUICK, explore=dict(QUICK["explore"], sizes=[1]), stop={"max_iterations": 1})
+    summary = run_campaign(config, tmp_path / "run", select_fn=most_uncertain_two)
+    assert summary["iterations"] == 1
+    store = LabelStore(tmp_path / "run" / "data.db")
+    explored = [row for row in store.rows() if row.origin.startswith("explore:")]
+    assert 1 <= len(explored) <= 2
+    assert all(row.data["selection_reason"] == "custom: most uncertain" for row in explored)
