@@ -67,6 +67,8 @@ class Pending:
     """Futures in flight and what to do with each result."""
 
     handlers: dict[Future, Callable] = field(default_factory=dict)
+    #: seconds the driver spent in its own handlers (storing labels, submitting the next apps)
+    driver_seconds: float = 0.0
 
     def add(self, future: Future, handler: Callable) -> None:
         self.handlers[future] = handler
@@ -77,7 +79,10 @@ class Pending:
             done, _ = wait(list(self.handlers), return_when=FIRST_COMPLETED)
             for future in done:
                 handler = self.handlers.pop(future)
-                handler(future.result())
+                result = future.result()
+                started = time.perf_counter()
+                handler(result)
+                self.driver_seconds += time.perf_counter() - started
 
 
 def config_differences(old: dict, new: dict, sections: Sequence[str] = FROZEN_SECTIONS) -> list[str]:
@@ -250,7 +255,8 @@ class Campaign:
         for atoms, provenance in zip(frames, provenances):
             self._submit_label(pending, atoms, provenance, results)
         pending.drain()
-        return {"labelled": results.count("ok"), "failed": len(results) - results.count("ok")}
+        return {"labelled": results.count("ok"), "failed": len(results) - results.count("ok"),
+                "driver_s": round(pending.driver_seconds, 3)}
 
     # -- iteration 0 ---------------------------------------------------------------------------
 
@@ -380,7 +386,7 @@ class Campaign:
                                            task.size, str(folder), str(iteration_dir(self.run_dir, 0) / "start.xyz"))
             pending.add(self.apps.explore(task_file), lambda _, task=task, folder=folder: after_md(task, folder))
         pending.drain()
-        return {"tasks": [t.id for t in tasks], "selected": len(chosen_all),
+        return {"tasks": [t.id for t in tasks], "selected": len(chosen_all), "driver_s": round(pending.driver_seconds, 3),
                 "labelled": statuses.count("ok"), "failed": len(statuses) - statuses.count("ok")}
 
     def _judge(self, state: IterationState, fitted: dict) -> dict:

@@ -1,0 +1,352 @@
+"""The MD driver: ASE Atoms in, LAMMPS integrates, frames and a verdict out.
+
+One driver for every force field (classical pair styles, GAP via ``pair_style quip`` or via
+``fix external``, see :mod:`alcgap.md.forces`), serial or across MPI ranks: every rank calls
+:func:`run_md` with the same arguments (that is what ``python -m alcgap.md.task`` does under
+``mpiexec``); rank 0 writes the files.
+
+Files in ``output_dir``: ``in.lammps`` (the commands as run; atoms in ``start.data``),
+``log.lammps`` (thermo output), ``trajectory.xyz`` (every ``sample_every`` steps: energy,
+forces, velocities, per-atom variance), ``flagged.xyz`` (frames the monitors flagged, with
+their reasons), ``monitor.jsonl`` (one line per monitored step) and ``result.json``.
+Units: fs, K, bar (LAMMPS metal), eV, Angstrom.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Sequence
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import atomic_masses, atomic_numbers
+
+from alcgap.calculator import VARIANCE
+from alcgap.lammps_module import lammps_class, open_lammps
+from alcgap.md.forces import ForceBackend, ForceField, lammps_cell, make_backend
+from alcgap.md.monitors import Monitor, MonitorSettings, Verdict
+from alcgap.md.protocols import Segment, total_steps
+from alcgap.structures import pair_name
+
+THERMO = "step temp pe ke etotal press vol"
+
+
+@dataclass
+class MDResult:
+    """What a run did. ``stopped_early``/``stop_reason`` say why it ended before its last step."""
+
+    force_backend: str
+    n_atoms: int
+    n_ranks: int
+    steps_requested: int
+    steps_done: int = 0
+    n_frames: int = 0
+    n_flagged: int = 0
+    stopped_early: bool = False
+    stop_reason: str | None = None
+    wall_time_s: float = 0.0
+    seconds_per_step: float = 0.0
+    #: shortest distance seen per species pair over the monitored steps (Angstrom)
+    min_distances: dict[str, float] = field(default_factory=dict)
+    #: largest per-atom predicted variance seen on the monitored steps (eV^2)
+    max_variance: float | None = None
+    #: thermo of the last step: temp (K), pe, ke, etotal (eV), press (bar), vol (A^3)
+    final_thermo: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    output_dir: str | None = None
+    frames: list[Atoms] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "frames"}
+
+    def write(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+
+# --------------------------------------------------------------------------- LAMMPS set-up
+
+
+def setup_commands(atoms: Atoms, species: Sequence[str]) -> list[str]:
+    """Units, box (from ASE's Prism: LAMMPS' lower-triangular frame) and masses."""
+    from ase.calculators.lammps import Prism
+
+    # Python floats print the shortest string that reads back exactly
+    xhi, yhi, zhi, xy, xz, yz = (float(v) for v in Prism(atoms.cell.array).get_lammps_prism())
+    commands = [
+        "units metal",
+        "atom_style atomic",
+        "atom_modify map array sort 0 0.0",
+        "boundary p p p",
+        f"region cell prism 0 {xhi} 0 {yhi} 0 {zhi} {xy} {xz} {yz} units box",
+        f"create_box {len(species)} cell",
+    ]
+    commands += [f"mass {i} {atomic_masses[atomic_numbers[s]]}" for i, s in enumerate(species, start=1)]
+    return commands
+
+
+def create_atoms(lmp, atoms: Atoms, species: Sequence[str]) -> None:
+    """Every rank passes all atoms; each keeps those in its sub-domain."""
+    from ase.calculators.lammps import Prism
+
+    unknown = set(atoms.get_chemical_symbols()) - set(species)
+    if unknown:
+        raise ValueError(f"atoms contain {sorted(unknown)}, not among the force field's species {list(species)}")
+    positions = Prism(atoms.cell.array).vector_to_lammps(atoms.positions, wrap=True)
+    types = [list(species).index(s) + 1 for s in atoms.get_chemical_symbols()]
+    # explicit ids: passing None segfaults in the 2025.7 wheel
+    lmp.create_atoms(len(atoms), list(range(1, len(atoms) + 1)), types, positions.flatten().tolist())
+
+
+def gather_frame(lmp, species: Sequence[str]) -> Atoms:
+    """The current configuration as ASE Atoms in LAMMPS' frame, ordered by atom id (collective:
+    every rank calls it and gets the whole frame): positions, velocities, LAMMPS' total forces."""
+    n = lmp.get_natoms()
+    as_array = lambda name, kind, count: np.ctypeslib.as_array(lmp.gather_atoms(name, kind, count))  # noqa: E731
+    types = as_array("type", 0, 1)
+    cell, origin = lammps_cell(lmp)
+    atoms = Atoms([species[t - 1] for t in types], positions=as_array("x", 1, 3).reshape(n, 3) - origin,
+                  cell=cell, pbc=True)
+    # metal units: A/ps -> ASE's A per ASE time unit
+    atoms.set_velocities(as_array("v", 1, 3).reshape(n, 3) / (1000.0 * units.fs))
+    atoms.arrays["lammps_forces"] = as_array("f", 1, 3).reshape(n, 3)
+    atoms.wrap()
+    return atoms
+
+
+def ensemble_fix(segment: Segment, timestep: float) -> str:
+    t_damp = segment.t_damp * timestep / 1000.0  # ps
+    if segment.ensemble == "nve":
+        return "fix alcgap_md all nve"
+    if segment.ensemble == "nvt":
+        return f"fix alcgap_md all nvt temp {segment.t_start} {segment.t_end} {t_damp}"
+    p_damp = segment.p_damp * timestep / 1000.0
+    return (f"fix alcgap_md all npt temp {segment.t_start} {segment.t_end} {t_damp} "
+            f"iso {segment.pressure} {segment.pressure} {p_damp}")
+
+
+def _next_stop(step: int, stop: int, *periods: int | None) -> int:
+    candidates = [stop] + [(step // p + 1) * p for p in periods if p]
+    return min(candidates)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """State of one run on one rank; rank 0 owns the files."""
+
+    def __init__(self, lmp, backend: ForceBackend, species, comm, workdir: Path | None, monitor: Monitor | None,
+                 keep_frames: bool):
+        self.lmp, self.backend, self.species, self.comm = lmp, backend, list(species), comm
+        #: where the files go (every rank knows; LAMMPS commands that write are collective)
+        self.workdir = workdir
+        #: this rank writes the Python-side files
+        self.writer = workdir is not None and comm.rank == 0
+        self.monitor, self.keep_frames = monitor, keep_frames
+        self.input_lines: list[str] = []
+        #: wall time inside LAMMPS "run" commands (MD steps) and in frames + monitors (s)
+        self.clock = {"run_s": 0.0, "run_cpu_s": 0.0, "observe_s": 0.0}
+
+    def command(self, line: str) -> None:
+        self.input_lines.append(line)
+        self.lmp.command(line)
+
+    def thermo(self) -> dict[str, float]:
+        return {key: float(self.lmp.get_thermo(key)) for key in THERMO.split()[1:]}
+
+    def frame(self, step: int, want_variance: bool) -> Atoms:
+        atoms = gather_frame(self.lmp, self.species)
+        thermo = self.thermo()
+        forces = atoms.arrays.pop("lammps_forces")
+        atoms.calc = SinglePointCalculator(atoms, energy=thermo["pe"], free_energy=thermo["pe"], forces=forces)
+        atoms.info.update(md_step=step, temperature=thermo["temp"], pressure_bar=thermo["press"],
+                          kinetic_energy=thermo["ke"], total_energy=thermo["etotal"])
+        if want_variance and self.backend.has_variance:
+            atoms.arrays[VARIANCE] = np.array(self.backend.variance(step, atoms))
+        return atoms
+
+    def write(self, name: str, atoms: Atoms) -> None:
+        if self.writer:
+            # parallel=False: ASE's default would broadcast over MPI_COMM_WORLD from this one rank,
+            # and the other ranks' next collective would receive it
+            ase.io.write(self.workdir / name, atoms, format="extxyz", append=True, parallel=False)
+
+    def judge(self, atoms: Atoms, step: int, result: MDResult) -> str | None:
+        """Monitors on rank 0; the verdict is broadcast so every rank stops at the same step."""
+        verdict: Verdict | None = self.monitor.check(atoms, step) if self.comm.rank == 0 else None
+        verdict = self.comm.bcast(verdict, root=0)
+        for pair, r in verdict.min_distances.items():
+            key = pair_name(pair)
+            result.min_distances[key] = min(r, result.min_distances.get(key, np.inf))
+        if verdict.max_variance is not None:
+            result.max_variance = max(verdict.max_variance, result.max_variance or 0.0)
+        if verdict.stop_reason:
+            verdict.flag_reasons.append(f"stop: {verdict.stop_reason}")
+        if verdict.flag_reasons:
+            flagged = verdict.annotate(atoms.copy())
+            flagged.calc = atoms.calc
+            self.write("flagged.xyz", flagged)
+            result.n_flagged += 1
+        if self.writer:
+            line = {"step": step, "max_variance": verdict.max_variance, "flags": verdict.flag_reasons,
+                    "min_distances": {pair_name(p): r for p, r in verdict.min_distances.items()}}
+            with open(self.workdir / "monitor.jsonl", "a") as stream:
+                stream.write(json.dumps(line) + "\n")
+        return verdict.stop_reason
+
+
+def run_md(
+    atoms: Atoms,
+    force_field: ForceField,
+    segments: Sequence[Segment],
+    *,
+    timestep: float = 1.0,
+    seed: int = 1,
+    sample_every: int = 100,
+    monitor: MonitorSettings | None = None,
+    output_dir=None,
+    thermo_every: int | None = None,
+    keep_frames: bool = False,
+    comm=None,
+) -> MDResult:
+    """Run ``segments`` from ``atoms`` (velocities drawn at the first segment's ``t_start`` with
+    ``seed``), timestep in fs. Returns an :class:`MDResult`; ``keep_frames`` also returns the
+    sampled frames in memory. With ``output_dir=None`` nothing is kept on disk.
+
+    Collective over ``comm`` (default MPI.COMM_WORLD): every rank calls it with the same
+    arguments. A run stops early -- and says why -- when a monitor sees a collapse or non-finite
+    energies, or LAMMPS stops with an error (lost atoms, a pair inside the aux table).
+    """
+    lammps_class()  # libmpi (MPICH ABI) loaded before mpi4py picks one
+    from mpi4py import MPI
+
+    comm = comm or MPI.COMM_WORLD
+    clock = time.perf_counter()
+    temporary = None
+    if output_dir is None:
+        temporary = tempfile.mkdtemp(prefix="alcgap-md-") if comm.rank == 0 else None
+        workdir = Path(comm.bcast(temporary, root=0))
+    else:
+        workdir = Path(output_dir).resolve()
+        if comm.rank == 0:
+            workdir.mkdir(parents=True, exist_ok=True)
+            for name in ("trajectory.xyz", "flagged.xyz", "monitor.jsonl", "result.json"):
+                (workdir / name).unlink(missing_ok=True)
+        comm.Barrier()
+    species = list(force_field.species)
+    lmp = open_lammps(log_file=workdir / "log.lammps" if output_dir is not None else None, comm=comm)
+    result = MDResult(force_backend="", n_atoms=len(atoms), n_ranks=comm.size, steps_requested=total_steps(segments),
+                      output_dir=str(workdir) if output_dir is not None else None)
+    try:
+        backend = make_backend(force_field, lmp, comm, workdir)
+        result.force_backend = backend.name
+        run = _Run(lmp, backend, species, comm, workdir if output_dir is not None else None,
+                   Monitor(monitor) if monitor else None, keep_frames)
+        _integrate(run, atoms, segments, timestep=timestep, seed=seed, sample_every=sample_every,
+                   thermo_every=thermo_every or sample_every, result=result)
+        result.timings = {key: round(value, 6) for key, value in {**run.clock, **backend.timings()}.items()}
+    finally:
+        lmp.close()
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    result.wall_time_s = time.perf_counter() - clock
+    result.seconds_per_step = result.wall_time_s / max(1, result.steps_done)
+    if output_dir is not None and comm.rank == 0:
+        result.write(workdir / "result.json")
+    return result
+
+
+def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep: float, seed: int,
+               sample_every: int, thermo_every: int, result: MDResult) -> None:
+    from lammps.core import MPIAbortException
+
+    lmp, comm = run.lmp, run.comm
+    for line in setup_commands(atoms, run.species):
+        lmp.command(line)
+    create_atoms(lmp, atoms, run.species)
+    if run.workdir is not None:
+        lmp.command(f"write_data {run.workdir / 'start.data'} nocoeff")
+    # in.lammps reads the atoms back from start.data, so a user can rerun it by hand
+    run.input_lines += [line for line in setup_commands(atoms, run.species)[:4]] + ["read_data start.data"]
+    for line in run.backend.input_lines():
+        run.command(line)
+    run.backend.attach(lmp, run.species)
+    every = run.monitor.settings.every if run.monitor else None
+    run.backend.set_variance_steps(lambda s: bool(every and s % every == 0) or s % sample_every == 0)
+    run.command(f"timestep {timestep / 1000.0}")
+    run.command(f"velocity all create {segments[0].t_start} {seed} dist gaussian mom yes rot no")
+    run.command(f"thermo_style custom {THERMO}")
+    run.command(f"thermo {thermo_every}")
+    step = target = 0
+    try:
+        run.command("run 0 post no")
+        run.backend.check()
+        if run.monitor and _observe(run, 0, sample=False, monitored=True, result=result, segment=None):
+            return
+        for index, segment in enumerate(segments):
+            run.command(ensemble_fix(segment, timestep))
+            start, stop = step, step + segment.steps
+            while step < stop:
+                target = _next_stop(step, stop, sample_every, every)
+                # setup (pre yes) is needed on the first run after a fix changes; skipping it segfaults
+                pre = "yes" if step == start else "no"
+                tick, tick_cpu = time.perf_counter(), time.process_time()
+                run.command(f"run {target - step} start {start} stop {stop} pre {pre} post no")
+                run.clock["run_s"] += time.perf_counter() - tick
+                run.clock["run_cpu_s"] += time.process_time() - tick_cpu
+                run.backend.check()
+                step = result.steps_done = target
+                sample, monitored = step % sample_every == 0, bool(every) and step % every == 0
+                if (sample or monitored) and _observe(run, step, sample, monitored, result, (index, segment, step - start)):
+                    return
+            run.command("unfix alcgap_md")
+        result.final_thermo = run.thermo()
+    except MPIAbortException as err:
+        # an error on one rank only (e.g. "Pair distance < table inner cutoff"): the other ranks
+        # wait in a collective forever, so this rank reports and aborts the whole job
+        result.stopped_early, result.stop_reason = True, f"LAMMPS error in steps {step}-{target}: {err.message}"
+        if comm.size > 1:
+            if result.output_dir:
+                Path(result.output_dir, "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+            comm.Abort(3)
+    except Exception as err:  # LAMMPS errors seen by all ranks, e.g. "Lost atoms"
+        if type(err) is not Exception:
+            raise
+        result.stopped_early, result.stop_reason = True, f"LAMMPS error in steps {step}-{target}: {err}"
+    finally:
+        if run.writer:
+            (run.workdir / "in.lammps").write_text("\n".join(run.input_lines) + "\n")
+
+
+def _observe(run: _Run, step: int, sample: bool, monitored: bool, result: MDResult, segment) -> bool:
+    """Gather the frame, write it, run the monitors; True if the run must stop."""
+    tick = time.perf_counter()
+    try:
+        return _observe_frame(run, step, sample, monitored, result, segment)
+    finally:
+        run.clock["observe_s"] += time.perf_counter() - tick
+
+
+def _observe_frame(run: _Run, step: int, sample: bool, monitored: bool, result: MDResult, segment) -> bool:
+    atoms = run.frame(step, want_variance=True)
+    if segment is not None:
+        index, seg, into = segment
+        atoms.info.update(md_segment=index, md_target_temperature=seg.target_temperature(into))
+    stop_reason = run.judge(atoms, step, result) if monitored and run.monitor else None
+    if sample:
+        run.write("trajectory.xyz", atoms)
+        result.n_frames += 1
+        if run.keep_frames:
+            result.frames.append(atoms)
+    if stop_reason:
+        result.stopped_early, result.stop_reason = True, f"step {step}: {stop_reason}"
+        result.final_thermo = run.thermo()
+        return True
+    return False

@@ -1,0 +1,268 @@
+"""MD with the composite GAP in LAMMPS: energy conservation, 1 rank = 2 ranks, protocols end to
+end, monitors that flag and stop, and the pair_style quip input for builds that have ML-QUIP."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase import units
+
+from alcgap.calculator import GapCalculator, component_labels
+from alcgap.lammps_module import open_lammps
+from alcgap.md.forces import ExternalGapForces, ForceField, QuipPairForces, backend_class, quip_pair_commands, top_potential
+from alcgap.md.lammps import create_atoms, run_md, setup_commands
+from alcgap.md.monitors import Monitor, MonitorSettings
+from alcgap.md.protocols import melt_and_quench, nve, nvt, scaled_cell
+from alcgap.md.task import MDTask, mpiexec_command
+from alcgap.reference import vashishta_sio2_commands
+from alcgap.structures import beta_cristobalite, min_pair_distances, rattled, supercell_with_atoms
+
+SPECIES = ["Si", "O"]
+#: shortest distances seen in amorphous and crystalline SiO2, a little below (Angstrom)
+MINIMA = {"Si-O": 1.4, "O-O": 2.2, "Si-Si": 2.6}
+
+
+@pytest.fixture(scope="module")
+def composite(fitted):
+    return fitted["models"]["composite"]
+
+
+@pytest.fixture(scope="module")
+def start(fitted):
+    """24 atoms of SiO2 from the fitted data: a frame of the Vashishta quench."""
+    return ase.io.read(Path(fitted["run_dir"]) / "train.xyz", index=-1)
+
+
+def _comm():
+    from alcgap.lammps_module import lammps_class
+
+    lammps_class()
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+# --------------------------------------------------------------------------- physics
+
+
+@pytest.fixture(scope="module")
+def nve_run(composite, start, tmp_path_factory):
+    """0.5 fs, 200 steps (0.1 ps) of NVE with the composite, velocities drawn at 2000 K."""
+    return run_md(start, ForceField.gap(composite, SPECIES), [nve(200, 2000.0)], timestep=0.5, seed=5,
+                  sample_every=10, keep_frames=True, output_dir=tmp_path_factory.mktemp("nve"))
+
+
+@pytest.mark.integration
+def test_nve_with_the_composite_conserves_energy(nve_run, start):
+    """About 1300 K once equipartitioned. Measured here: drift -0.02 meV/atom/ps, total-energy
+    excursion 0.1 meV/atom (at 1 fs: -0.2 and 0.4). Forces 5% too large give -27 meV/atom/ps
+    and 3.6 meV/atom, a wrong sign ~1e7 meV/atom/ps: the bounds below, 2 meV/atom/ps and
+    1 meV/atom, catch both with margin."""
+    result = nve_run
+    assert not result.stopped_early and result.steps_done == 200 and result.force_backend == "fix_external"
+    time_ps = np.array([f.info["md_step"] for f in result.frames]) * 0.5e-3
+    total = np.array([f.info["total_energy"] for f in result.frames]) / len(start)
+    temperature = np.mean([f.info["temperature"] for f in result.frames])
+    assert 900 < temperature < 1800
+    drift = np.polyfit(time_ps, total, 1)[0]
+    assert abs(drift) < 2e-3, f"drift {drift * 1e3:.3f} meV/atom/ps"
+    assert np.ptp(total) < 1e-3, f"total energy spread {np.ptp(total) * 1e3:.3f} meV/atom"
+
+
+@pytest.mark.integration
+def test_driver_energy_forces_and_pressure_match_the_calculator(nve_run, composite):
+    """What LAMMPS integrates (fix external + aux table) is the composite GapCalculator: energy,
+    forces, and the virial (the pressure minus its kinetic part), so NPT sees the right stress."""
+    frame = nve_run.frames[-1]
+    reference = frame.copy()
+    reference.calc = GapCalculator(composite)
+    assert frame.get_potential_energy() == pytest.approx(reference.get_potential_energy(), abs=1e-6)
+    np.testing.assert_allclose(frame.get_forces(), reference.get_forces(), atol=1e-6)
+    n, volume = len(frame), frame.get_volume()
+    kinetic_bar = (3 * n - 3) * units.kB * frame.info["temperature"] / (3 * volume) / units.bar
+    virial_bar = frame.info["pressure_bar"] - kinetic_bar
+    expected_bar = -np.trace(reference.get_stress(voigt=False)) / 3 / units.bar
+    assert virial_bar == pytest.approx(expected_bar, rel=1e-5, abs=1.0)
+
+
+@pytest.mark.integration
+def test_two_mpi_ranks_give_the_forces_of_one(composite, start, tmp_path):
+    """The task command under the venv's mpiexec: replicated data split by atom masks."""
+    ase.io.write(tmp_path / "start.xyz", start)
+    runs = {}
+    for n_ranks in (1, 2):
+        task = MDTask(structure="start.xyz", force_field=ForceField.gap(composite, SPECIES, backend="external"),
+                      protocol=[nvt(10, 1500.0)], timestep=0.5, seed=4, sample_every=5,
+                      monitor=MonitorSettings(every=5, min_distance=MINIMA), output_dir=f"ranks-{n_ranks}")
+        path = task.write(tmp_path / f"task-{n_ranks}.json")
+        done = subprocess.run(mpiexec_command(path.name, n_ranks), cwd=tmp_path, capture_output=True, text=True, timeout=400)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[n_ranks] = (json.loads((tmp_path / f"ranks-{n_ranks}" / "result.json").read_text()),
+                         ase.io.read(tmp_path / f"ranks-{n_ranks}" / "trajectory.xyz", ":"))
+    (one, frames_1), (two, frames_2) = runs[1], runs[2]
+    assert two["n_ranks"] == 2 and one["n_ranks"] == 1 and two["steps_done"] == 10 and not two["stopped_early"]
+    assert len(frames_1) == len(frames_2) == 2
+    for a, b in zip(frames_1, frames_2):
+        assert a.info["md_step"] == b.info["md_step"]
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=2e-8)  # extxyz keeps 8 decimals
+        np.testing.assert_allclose(a.positions, b.positions, atol=2e-8)
+        np.testing.assert_allclose(a.arrays["local_gap_variance"], b.arrays["local_gap_variance"], atol=2e-8)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["composite", "vashishta"])
+def test_melt_and_quench_runs_end_to_end(kind, composite, tmp_path):
+    """The paper's protocol shortened 1000x (30 + 20 + 100 steps) from beta-cristobalite."""
+    if kind == "composite":
+        force_field = ForceField.gap(composite, SPECIES)
+    else:
+        force_field = ForceField.classical(vashishta_sio2_commands(), SPECIES)
+    settings = MonitorSettings(every=25, min_distance=MINIMA, variance_threshold=1e-8)
+    result = run_md(supercell_with_atoms(beta_cristobalite(), 24), force_field, melt_and_quench(scale=0.001),
+                    timestep=1.0, seed=11, sample_every=25, monitor=settings, output_dir=tmp_path)
+    assert not result.stopped_early, result.stop_reason
+    assert result.steps_done == 150 and result.n_frames == 6
+    frames = ase.io.read(tmp_path / "trajectory.xyz", ":")
+    assert [f.info["md_step"] for f in frames] == [25, 50, 75, 100, 125, 150]
+    assert frames[1].info["md_target_temperature"] == pytest.approx(5000.0)
+    assert all(np.isfinite(f.get_potential_energy()) and np.isfinite(f.get_forces()).all() for f in frames)
+    assert json.loads((tmp_path / "result.json").read_text())["steps_done"] == 150
+    script = (tmp_path / "in.lammps").read_text()
+    assert "read_data start.data" in script and "fix alcgap_md all nvt temp 300.0 5000.0" in script
+    assert len((tmp_path / "monitor.jsonl").read_text().splitlines()) == 7  # steps 0, 25, ..., 150
+    if kind == "composite":
+        assert all(f.arrays["local_gap_variance"].shape == (24,) for f in frames)
+        flagged = ase.io.read(tmp_path / "flagged.xyz", ":")  # variance threshold set to flag all
+        assert len(flagged) == 7 and all("variance" in f.info["flag_reasons"] for f in flagged)
+        assert all(f.info["max_variance"] > 1e-8 for f in flagged)
+    else:
+        assert "local_gap_variance" not in frames[0].arrays and result.max_variance is None
+
+
+# --------------------------------------------------------------------------- monitors
+
+
+def _planted_oo_pair(n_atoms: int, distance: float):
+    atoms = supercell_with_atoms(beta_cristobalite(), n_atoms)
+    oxygens = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "O"]
+    i, j = oxygens[0], oxygens[1]
+    others = [k for k in range(len(atoms)) if k not in (i, j)]
+    # a direction that brings j close to i only (not onto i's silicon neighbours)
+    for direction in np.random.default_rng(0).normal(size=(200, 3)):
+        atoms.positions[j] = atoms.positions[i] + distance * direction / np.linalg.norm(direction)
+        if atoms.get_distances(j, others, mic=True).min() > 1.5:
+            return atoms
+    raise AssertionError("no direction found")
+
+
+def test_monitor_flags_a_planted_short_pair_without_stopping():
+    atoms = _planted_oo_pair(192, 0.6)
+    verdict = Monitor(MonitorSettings(min_distance=MINIMA)).check(atoms, step=7)
+    assert verdict.min_distances[("O", "O")] == pytest.approx(0.6)
+    assert verdict.flag_reasons == ["short pair O-O 0.600 A < 2.200 A"]
+    # one pair in 192 atoms is a frame to learn from, not a collapsed run
+    assert verdict.stop_reason is None
+    info = verdict.annotate(atoms.copy()).info
+    assert info["md_step"] == 7 and info["min_distance"] == pytest.approx(0.6) and info["min_distance_pair"] == "O-O"
+    # the crystal itself is not flagged
+    assert Monitor(MonitorSettings(min_distance=MINIMA)).check(supercell_with_atoms(beta_cristobalite(), 192), 0).flag_reasons == []
+
+
+@pytest.mark.integration
+def test_driver_writes_the_flagged_frame(tmp_path):
+    atoms = _planted_oo_pair(192, 0.6)
+    result = run_md(atoms, ForceField.classical(vashishta_sio2_commands(), SPECIES), [nvt(10, 300.0)], timestep=0.1,
+                    sample_every=10, monitor=MonitorSettings(every=5, min_distance=MINIMA), output_dir=tmp_path)
+    first = ase.io.read(tmp_path / "flagged.xyz", index=0)
+    assert first.info["md_step"] == 0 and "short pair O-O 0.600 A" in first.info["flag_reasons"]
+    assert first.info["min_distance"] == pytest.approx(0.6, abs=1e-6)
+    assert result.n_flagged >= 1 and result.min_distances["O-O"] == pytest.approx(0.6, abs=1e-6)
+
+
+@pytest.mark.integration
+def test_a_collapsing_run_stops_early_and_says_why(fitted, start, tmp_path):
+    """The plain GAP (no aux) on a compressed cell (0.85 x linear, Si-O 1.36 A) at 8000 K: two
+    Si atoms fall onto each other (seen: Si-Si 1.17 A at step 100 of 400; run on, they reach
+    0.3 A). The composite's repulsive aux is what prevents this."""
+    atoms = start.copy()
+    atoms.set_cell(atoms.cell * 0.85, scale_atoms=True)
+    settings = MonitorSettings(every=10, min_distance=MINIMA)
+    assert Monitor(settings).check(atoms, 0).stop_reason is None  # not collapsed at the start
+    result = run_md(atoms, ForceField.gap(fitted["models"]["traditional"], SPECIES), [nvt(400, 8000.0)],
+                    timestep=1.0, seed=2, sample_every=100, monitor=settings, output_dir=tmp_path)
+    assert result.stopped_early and result.steps_done < 400
+    assert "collapse" in result.stop_reason and f"step {result.steps_done}" in result.stop_reason
+    assert any(result.min_distances[pair] < 0.5 * r for pair, r in MINIMA.items())
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["stopped_early"] and saved["stop_reason"] == result.stop_reason
+    last = ase.io.read(tmp_path / "flagged.xyz", index=-1)
+    assert "stop: collapse" in last.info["flag_reasons"] and last.info["md_step"] == result.steps_done
+
+
+# --------------------------------------------------------------------------- pair_style quip
+
+
+@pytest.mark.integration
+def test_pair_style_quip_input_is_valid(fitted, composite, tmp_path):
+    """The wheel has no ML-QUIP: check the quip lines against the documented format
+    (pair_coeff * * <xml> "<QUIP init string>" <Z per type>), and run everything else for real
+    with the quip sub-style swapped for pair_style zero."""
+    from quippy.potential import Potential
+
+    aux_xml = fitted["aux_xml"]
+    labels = component_labels(composite)
+    lines = QuipPairForces(ForceField.gap(composite, SPECIES, backend="quip"), _comm(), tmp_path).input_lines()
+    assert lines[0] == "pair_style hybrid/overlay quip table linear 4000"
+    quip = re.fullmatch(r'pair_coeff \* \* quip (\S+\.xml) "IP GAP label=(\S+)" (\d+) (\d+)', lines[1])
+    assert quip and Path(quip[1]).exists() and quip[2] == labels["main"] and quip.groups()[2:] == ("14", "8")
+    assert all(re.fullmatch(r"pair_coeff \d \d table \S+ (Si_Si|Si_O|O_O) [\d.]+", line) for line in lines[2:])
+    # the whole composite as QUIP's Sum, by the top Potential's label
+    label, init_args = top_potential(composite)
+    assert init_args.startswith("Sum") and labels["aux"] in init_args
+    assert quip_pair_commands(composite, SPECIES) == ["pair_style quip", f'pair_coeff * * {Path(composite).resolve()} "Potential xml_label={label}" 14 8']
+
+    # everything but the quip sub-style, in the wheel: the table lines must give the aux energy
+    atoms = rattled(beta_cristobalite(a=7.16 * 0.7), 0.1, seed=10, strain=0.05)
+    assert 0.55 < min_pair_distances(atoms)[("Si", "O")] < 1.1
+    swapped = [lines[0].replace("quip", "zero 4.0"), "pair_coeff * * zero", *lines[2:]]
+    lmp = open_lammps()
+    try:
+        for line in setup_commands(atoms, SPECIES):
+            lmp.command(line)
+        create_atoms(lmp, atoms, SPECIES)
+        for line in swapped:
+            lmp.command(line)
+        lmp.command("run 0")
+        table_energy = lmp.get_thermo("pe")
+        assert not lmp.has_package("ML-QUIP")
+        assert backend_class(ForceField.gap(composite, SPECIES), lmp) is ExternalGapForces
+        with pytest.raises(RuntimeError, match="ML-QUIP"):
+            backend_class(ForceField.gap(composite, SPECIES, backend="quip"), lmp)
+    finally:
+        lmp.close()
+    # the composite's aux is gap_fit's copy of the fitted aux.xml
+    atoms.calc = Potential(param_filename=aux_xml)
+    aux = atoms.get_potential_energy()
+    assert aux > 1.0 and table_energy == pytest.approx(aux, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def test_protocols_and_cells():
+    cell = supercell_with_atoms(beta_cristobalite(), 216)
+    big = scaled_cell(cell, 10)
+    assert len(big) == 2160 and big.get_volume() == pytest.approx(10 * cell.get_volume())
+    lengths = big.cell.lengths()
+    assert lengths.max() / lengths.min() < 1.2  # not a 5 x 2 x 1 slab
+    assert min(min_pair_distances(big, cutoff=2.0).values()) == pytest.approx(min(min_pair_distances(cell, cutoff=2.0).values()))
+    assert len(scaled_cell(cell, 2, shape="repeat")) == 432
+    segment = nve(100, 1500.0)
+    assert segment.ensemble == "nve" and segment.t_end == 1500.0
+    with pytest.raises(ValueError):
+        ForceField(species=SPECIES)  # neither pair_commands nor xml
