@@ -6,7 +6,7 @@ setup:
 	@bash scripts/setup.sh $(VENV)
 
 demo: setup
-	$(VENV)/bin/alcgap fit configs/sio2-fit-quick.yaml --run-dir runs/sio2-fit-quick
+	$(VENV)/bin/alcgap run configs/sio2-quick.yaml --run-dir runs/sio2-quick
 
 test: setup
 	$(VENV)/bin/python -m pytest

@@ -156,6 +156,12 @@ class ExecutorBase(Strict):
     #: the interchange's address the workers connect to (None: Parsl tries all of the driver's)
     address: str | None = None
     worker_debug: bool = False
+    #: seconds between heartbeats of a block's worker pool and the interchange
+    heartbeat_period: int = Field(30, ge=1)
+    #: seconds without a heartbeat after which a worker pool counts as lost (its block was cancelled,
+    #: hit its walltime or lost its node): its tasks then fail with ManagerLost, and run again if
+    #: ``retries`` allows. Parsl's default 120 s is that much delay before the rerun.
+    heartbeat_threshold: int = Field(120, ge=1)
 
     @field_validator("provider", mode="before")
     @classmethod
@@ -395,6 +401,14 @@ def _check(spec: SiteSpec) -> list[str]:
             problems.append(f"{where}.min_blocks: {provider.min_blocks} > max_blocks {provider.max_blocks}")
         if provider.init_blocks > provider.max_blocks:
             problems.append(f"{where}.init_blocks: {provider.init_blocks} > max_blocks {provider.max_blocks}")
+    for label in (SERIAL, MPI):
+        executor = getattr(spec.executors, label)
+        if executor.heartbeat_threshold <= executor.heartbeat_period:
+            problems.append(
+                f"executors.{label}.heartbeat_threshold: {executor.heartbeat_threshold} s is not longer than "
+                f"heartbeat_period {executor.heartbeat_period} s; healthy blocks would count as lost: "
+                f"make it a few periods, e.g. {4 * executor.heartbeat_period}"
+            )
     mpi = spec.executors.mpi
     where = "executors.mpi.provider"
     cores_key = "cpus_per_node" if mpi.provider.type == "pbspro" else "cores_per_node"
@@ -468,6 +482,8 @@ def build_config(spec: SiteSpec, parsl_dir: Path):
             interchange_launch_cmd=[interchange_cmd] if interchange_cmd else None,
             address=serial.address,
             worker_debug=serial.worker_debug,
+            heartbeat_period=serial.heartbeat_period,
+            heartbeat_threshold=serial.heartbeat_threshold,
         ),
         MPIExecutor(
             label=MPI,
@@ -478,6 +494,8 @@ def build_config(spec: SiteSpec, parsl_dir: Path):
             interchange_launch_cmd=interchange_cmd,
             address=mpi.address,
             worker_debug=mpi.worker_debug,
+            heartbeat_period=mpi.heartbeat_period,
+            heartbeat_threshold=mpi.heartbeat_threshold,
         ),
     ]
     return Config(

@@ -105,7 +105,8 @@ def test_shipped_sites_are_the_documented_ones():
 
 def test_local_site_is_sized_to_the_machine(tmp_path):
     site = load_site("local", tmp_path, cpu_count=6)
-    assert site.tasks.md.ranks == 6 and site.tasks.fit.threads == 6
+    # small cells: one rank per MD or CP2K task, as many tasks as cores; fits take every core
+    assert site.tasks.md.ranks == 1 and site.tasks.md.max_concurrent == 6 and site.tasks.fit.threads == 6
     nodefile = tmp_path / "parsl" / "mpi-nodefile"
     assert nodefile.read_text().split() == ["localhost"] * site.spec.executors.mpi.max_workers_per_block
     mpi_provider = site.config.executors[1].provider
