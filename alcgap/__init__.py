@@ -4,7 +4,7 @@ A repulsive-only 2-body auxiliary GAP fitted to the short-range part of dimer cu
 main SOAP GAP fitted on the residual (reference minus auxiliary).
 """
 
-from alcgap.config import ConfigError, FitConfig, load_fit_config
+from alcgap.config import CampaignConfig, ConfigError, FitConfig, load_campaign_config, load_fit_config
 
 __version__ = "0.1.0"
 
@@ -18,10 +18,31 @@ def run_fit(config, run_dir):
     return _run_fit(config, run_dir)
 
 
+def run_campaign(config, run_dir, *, site=None, reference=None, select_fn=None):
+    """Run (or resume) an active-learning campaign to its stopping rule; return its summary.
+
+    ``config``: a CampaignConfig, a dict or a YAML path; ``site``: a site YAML path, a name in
+    ``sites/`` or a dict (default: the local machine); ``reference``: any Reference in place of
+    the configured one; ``select_fn(candidates, known, budget) -> frames`` in place of the
+    built-in selection.
+    """
+    from alcgap.workflow.campaign import run_campaign as _run
+
+    return _run(config, run_dir, site=site, reference=reference, select_fn=select_fn)
+
+
+def resume_campaign(run_dir, *, site=None, reference=None, select_fn=None):
+    """Continue a stopped or killed campaign from its checkpoints, with its frozen config."""
+    from alcgap.workflow.campaign import resume_campaign as _resume
+
+    return _resume(run_dir, site=site, reference=reference, select_fn=select_fn)
+
+
 def GapCalculator(*args, **kwargs):  # noqa: N802 - the class, imported lazily (quippy is slow to import)
     from alcgap.calculator import GapCalculator as _GapCalculator
 
     return _GapCalculator(*args, **kwargs)
 
 
-__all__ = ["ConfigError", "FitConfig", "GapCalculator", "load_fit_config", "run_fit"]
+__all__ = ["CampaignConfig", "ConfigError", "FitConfig", "GapCalculator", "load_campaign_config", "load_fit_config",
+           "resume_campaign", "run_campaign", "run_fit"]

@@ -67,10 +67,17 @@ def label_structure(reference: Reference, atoms: Atoms, workdir: str, launcher: 
     Path(workdir).mkdir(parents=True, exist_ok=True)
     if hasattr(reference, "workdir"):
         reference.workdir = Path(workdir)
-    if launcher is not None and hasattr(reference, "launch_prefix"):
-        reference.launch_prefix = shlex.split(os.path.expandvars(launcher))
-    if threads is not None and hasattr(reference, "omp_threads"):
-        reference.omp_threads = threads
+    settings = getattr(reference, "config", None)
+    if launcher is not None and hasattr(settings, "launch_prefix"):
+        # "VAR=value ... mpiexec -n $PARSL_NUM_RANKS": assignments go to the environment
+        words = shlex.split(os.path.expandvars(launcher))
+        while words and "=" in words[0] and not words[0].startswith(("/", ".")):
+            name, value = words.pop(0).split("=", 1)
+            os.environ[name] = value
+        update = {"launch_prefix": words}
+        if threads is not None:
+            update["omp_threads"] = threads
+        reference.config = settings.model_copy(update=update)
     started = time.time()
     label = reference.compute(atoms)
     finished = time.time()

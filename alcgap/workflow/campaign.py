@@ -116,7 +116,7 @@ class CampaignApps:
         self.select = python_app(apps.select, executors=serial)
         self.verdict = python_app(apps.clustering_verdict, executors=serial)
         # a DFT code runs on the MPI executor with its ranks; a classical stand-in is a serial call
-        self._dft = getattr(reference, "launch_prefix", None) is not None
+        self._dft = hasattr(getattr(reference, "config", None), "launch_prefix")
         self._label = python_app(apps.label_structure, executors=mpi if self._dft else serial)
         self._explore = bash_app(_explore_command, executors=mpi)
 
