@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from alcgap.reference._cp2k import (
+    Cp2kReference,
+    Cp2kSettings,
+    classify_failure,
+    default_multiplicity,
+    parse_cp2k_output,
+)
 from alcgap.reference._lammps import LammpsReference, vashishta_sio2_commands
 from alcgap.reference.base import Label, LabelStatus, Reference, isolated
 
 
-def make_reference(settings, species: list[str]) -> Reference:
-    """The reference a validated config asks for."""
+def make_reference(settings, species: list[str], workdir: str | Path | None = None) -> Reference:
+    """The reference a validated config asks for (``workdir``: where CP2K runs keep their files)."""
     if settings.kind == "lammps":
         commands = settings.pair_commands or vashishta_sio2_commands()
         types = settings.types or list(species)
         if settings.pair_commands is None and types != ["Si", "O"]:
             types = ["Si", "O"]  # the shipped Vashishta file orders its elements Si, O
         return LammpsReference(commands, types)
+    if settings.kind == "cp2k":
+        return Cp2kReference(settings, list(species), workdir=workdir)
     raise ValueError(f"reference.kind: unknown reference {settings.kind!r}")
 
 
-__all__ = ["Label", "LabelStatus", "LammpsReference", "Reference", "isolated", "make_reference", "vashishta_sio2_commands"]
+__all__ = [
+    "Cp2kReference",
+    "Cp2kSettings",
+    "Label",
+    "LabelStatus",
+    "LammpsReference",
+    "Reference",
+    "classify_failure",
+    "default_multiplicity",
+    "isolated",
+    "make_reference",
+    "parse_cp2k_output",
+    "vashishta_sio2_commands",
+]
