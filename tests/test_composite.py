@@ -37,7 +37,9 @@ def test_composite_is_aux_plus_main(models):
         assert parts["composite"][0] == pytest.approx(parts["main"][0] + parts["aux"][0], rel=1e-8)
         for k in (1, 2):
             expected = parts["main"][k] + parts["aux"][k]
-            np.testing.assert_allclose(parts["composite"][k], expected, atol=1e-6 * np.abs(expected).max())
+            # derivatives of the cubic Hermite tables: ~1e-6 of the largest force (thousands of eV/A
+            # at these very short pairs); 1e-5 still catches a missing or doubled aux term
+            np.testing.assert_allclose(parts["composite"][k], expected, atol=1e-5 * np.abs(expected).max())
 
 
 def test_tabulated_aux_equals_quip_aux_even_below_its_range(models):
