@@ -42,8 +42,11 @@ def starting_structure(config: FitConfig) -> Atoms:
 
 def bootstrap_frames(config: FitConfig, reference: Reference) -> list[Atoms]:
     """Classical melt-and-quench frames (the reference's own potential when it is classical)."""
-    commands = getattr(reference, "pair_commands", None) or vashishta_sio2_commands()
-    types = getattr(reference, "species", None) or ["Si", "O"]
+    commands = getattr(reference, "pair_commands", None)
+    # a classical reference drives its own bootstrap; otherwise (CP2K) the shipped Vashishta SiO2,
+    # whose file orders its elements Si, O
+    types = reference.species if commands else ["Si", "O"]
+    commands = commands or vashishta_sio2_commands()
     return run_classical_md(
         starting_structure(config),
         commands,
