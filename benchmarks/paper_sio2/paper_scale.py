@@ -25,6 +25,7 @@ inside an allocation (an interactive job or a batch script on a compute node), n
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +108,11 @@ def launch_paper_scale(scale: Scale, modes: list[str], n_seeds: int, out: Path, 
     if dry_run:
         print(f"dry run: configs and plan written to {out}; nothing launched")
         return 0
-    fits = run_campaigns(configs, modes, site)
-    results = measure_through_site(scale, modes, seeds, out, site, configs, fits)
-    report = tables.write_report(out, scale, seeds, results, {}, 0.0)
+    started = time.perf_counter()
+    stages = Stages(None, 0)
+    fits = stages.run("campaigns", run_campaigns, configs, modes, site)
+    results = measure_through_site(stages, scale, modes, seeds, out, site, configs, fits)
+    report = tables.write_report(out, scale, seeds, results, stages.seconds, time.perf_counter() - started)
     print(report.read_text())
     return 0
 
@@ -188,7 +191,7 @@ class SiteLabels:
         return mode_energies(dynamical_matrix(0.5 * (phi + phi.T), atoms.get_masses()))
 
 
-def measure_through_site(scale: Scale, modes: list[str], seeds: list[int], out: Path, site: str,
+def measure_through_site(stages: Stages, scale: Scale, modes: list[str], seeds: list[int], out: Path, site: str,
                          configs: dict[str, Path], fits: dict[str, dict]) -> dict:
     import ase.io
     import parsl
@@ -205,9 +208,8 @@ def measure_through_site(scale: Scale, modes: list[str], seeds: list[int], out: 
         apps = CampaignApps(loaded, dft)
         start = out / "start.xyz"
         ase.io.write(start, supercell_with_atoms(beta_cristobalite(), scale.n_atoms), format="extxyz")
-        runs = run_md_through_site(apps, scale, modes, seeds, out, start, fits)
+        runs = stages.run("MD through the site", run_md_through_site, apps, scale, modes, seeds, out, start, fits)
         labels = SiteLabels(apps, dft, out / "vdos-labels")
-        stages = Stages(None, 0)
         results = {}
         for mode in modes:
             results[mode] = measure_mode(stages, scale, mode, out / MODE_DIRS[mode], start, fits[mode],

@@ -222,7 +222,7 @@ def write_report(out: Path, scale, seeds: list[int], results: dict, stage_second
     lines = [
         f"# Paper benchmark (Milardovich et al. 2022), scale `{scale.name}`",
         "",
-        f"{len(seeds)} seeds; training modes: {', '.join(results)}; reference: Vashishta SiO2 (LAMMPS) standing in for DFT; "
+        f"{len(seeds)} seeds; training modes: {', '.join(results)}; reference: {scale.reference_note}; "
         f"{scale.n_atoms}-atom training cell; run time {total_seconds / 60:.1f} min on {platform.node()} "
         f"({os.cpu_count()} cores, load average at the end {', '.join(f'{x:.1f}' for x in load_average)} "
         "over 1, 5, 15 min: the machine is shared).",
