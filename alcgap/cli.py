@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.command == "run":
                 run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
-                summary = run_campaign(args.config, run_dir, site=args.site)
+                run_campaign(args.config, run_dir, site=args.site)
             else:
                 run_dir = Path(args.run_dir)
-                summary = resume_campaign(run_dir, site=args.site)
+                resume_campaign(run_dir, site=args.site)
             _status(run_dir)
             print(f"report: {write_report(run_dir)}")
         elif args.command == "status":

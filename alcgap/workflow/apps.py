@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def fit_aux(config: dict, curves: dict, out_dir: str) -> dict:
     from alcgap.dimers import DimerCurve
     from alcgap.fit.aux import fit_repulsive_aux
     from alcgap.fit.table import table_pair_commands, write_lammps_table
-    from alcgap.structures import pair_key, pair_name
+    from alcgap.structures import pair_key
 
     settings = CampaignConfig.model_validate(config)
     cutoffs = settings.aux.pair_cutoffs()
@@ -106,9 +107,7 @@ def fit_aux(config: dict, curves: dict, out_dir: str) -> dict:
     aux = fit_repulsive_aux(dimer_curves, cutoffs, settings.aux, out, threads=settings.threads)
     table = write_lammps_table(aux.xml, cutoffs, out / "aux.table", r_min=settings.aux.scan.r_min)
     (out / "aux.lammps").write_text("\n".join(table_pair_commands(table, cutoffs, settings.species)) + "\n")
-    from dataclasses import asdict
-
-    return {"aux_xml": str(aux.xml), "aux_table": str(table), "checks": {pair_name(p) if isinstance(p, tuple) else p: asdict(c) for p, c in aux.checks.items()}}
+    return {"aux_xml": str(aux.xml), "aux_table": str(table), "checks": {name: asdict(c) for name, c in aux.checks.items()}}
 
 
 def fit_main(config: dict, train: list[Atoms], test: list[Atoms], atom_energies: dict, aux_xml: str, out_dir: str) -> dict:
@@ -189,11 +188,6 @@ def clustering_verdict(frame_path: str, species: list[str], criteria: dict | Non
     else:
         rules = ClusteringCriteria.from_covalent_radii(species)
     return detect_clustering(frames[-1], rules).as_dict()
-
-
-def environment() -> dict[str, str]:
-    """Where an app ran: for logs."""
-    return {"host": os.uname().nodename, "pid": str(os.getpid())}
 
 
 # -- exploration MD --------------------------------------------------------------------------

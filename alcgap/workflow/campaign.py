@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import yaml
 from ase import Atoms
 from rich.console import Console
@@ -405,7 +403,7 @@ class Campaign:
             verdicts[task_id] = verdict["verdict"]
             details[task_id] = verdict
         errors = fitted["errors"]["composite"]
-        n_labels = self.store.summary().ok if hasattr(self.store.summary(), "ok") else len(self.store)
+        n_labels = self.store.summary().by_status.get("ok", 0)  # failed rows are not labels
         explored = state.get("explore_select_label")
         judgement = Judgement(state.iteration, errors["energy_mae"], errors["force_rmse"], verdicts, sizes,
                               n_labels=n_labels, n_selected=explored["selected"])
