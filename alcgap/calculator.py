@@ -38,7 +38,8 @@ class GapCalculator(Calculator):
     ``component`` ("main" or "aux") selects one part of a composite xml, evaluated by QUIP.
 
     A whole composite is evaluated as its main GAP (QUIP) plus its auxiliary from exact tables
-    (:class:`~alcgap.fit.aux_model.TabulatedAux`), not as the Sum potential gap_fit wrote:
+    (:class:`~alcgap.auxiliary.table.AuxTable`, the same tables MD uses,
+    with the screened Coulomb core below the scan), not as the Sum potential gap_fit wrote:
     - QUIP's fixed cost per call (~11 ms of argument parsing) would otherwise be paid for the
       aux and for the Sum again, +10% over the main GAP on a 216-atom cell;
     - the variance cannot be asked of the Sum: QUIP would ask the aux too, whose prior variance
@@ -53,7 +54,7 @@ class GapCalculator(Calculator):
         super().__init__(**kwargs)
         from quippy.potential import Potential
 
-        from alcgap.fit.aux_model import TabulatedAux
+        from alcgap.auxiliary.table import AuxTable
 
         self.xml = Path(xml)
         if not self.xml.exists():
@@ -69,7 +70,7 @@ class GapCalculator(Calculator):
             calc_args=VARIANCE if variance else None,
             **({"args_str": f"IP GAP label={label}"} if label else {}),
         )
-        self._aux = TabulatedAux(self.xml, labels["aux"]) if self.is_composite else None
+        self._aux = AuxTable.from_xml(self.xml, labels["aux"]) if self.is_composite else None
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

@@ -20,7 +20,7 @@ def _print_summary(summary: dict) -> None:
     for name, m in summary["test_errors"].items():
         table.add_row(name, f"{m['energy_mae']:.2f}", f"{m['energy_rmse']:.2f}", f"{m['force_rmse']:.3f}", str(m["n_structures"]))
     console.print(table)
-    aux = Table(title="auxiliary (repulsive 2-body GAP) checks on a 0.01 A grid")
+    aux = Table(title="auxiliary (repulsive 2-body GAP) checks from the core floor to past r_cut")
     for column in ("pair", "r_cut (A)", "min below r_cut (eV)", "max |E| beyond (eV)", "monotone", "max rel. error (T>1 eV)", "max abs. error (T<1 eV)"):
         aux.add_column(column)
     for name, c in summary["aux"].items():

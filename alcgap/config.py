@@ -66,10 +66,22 @@ class AuxSettings(Strict):
     scan: DimerScan = Field(default_factory=DimerScan)
     #: smooth cutoff: width of the cosine transition as a fraction of each pair's cutoff
     transition_fraction: float = Field(0.15, gt=0.0, le=1.0)
-    #: kernel length scale of each pair's distance_2b descriptor (Angstrom)
-    theta: float = Field(0.1, gt=0.0)
+    #: sparse points of each pair sit on a uniform grid this far apart (Angstrom; None = two scan
+    #: steps: at least two data points per sparse point, so the fit is least squares, not interpolation)
+    sparse_spacing: float | None = Field(None, gt=0.0, le=0.5)
+    #: kernel length scale theta in units of the sparse spacing. The sparse covariance stays well
+    #: conditioned only while theta is about the spacing or less (see alcgap.auxiliary.fit)
+    theta_over_spacing: float = Field(1.0, gt=0.0, le=1.5)
+    #: the fitted GAP (the xml) carries the screened Coulomb core down to this distance (Angstrom);
+    #: the tabulated auxiliary continues it analytically to r -> 0
+    core_floor: float = Field(0.05, gt=0.0, le=0.5)
+    #: a dimer curve may rise with r by this fraction of its value (or noise_floor eV) before it is refused
+    noise_tolerance: float = Field(0.02, ge=0.0, lt=1.0)
+    noise_floor: float = Field(0.02, ge=0.0)
+    #: largest condition number of a pair's sparse covariance accepted (double precision gives ~1e16)
+    max_condition: float = Field(1e10, gt=1.0)
     #: per-point energy sigma = relative_sigma * target, floored at sigma_floor (eV)
-    relative_sigma: float = Field(0.01, gt=0.0, lt=1.0)
+    relative_sigma: float = Field(0.005, gt=0.0, lt=1.0)
     sigma_floor: float = Field(1e-3, gt=0.0)
     sparse_jitter: float = Field(1e-6, gt=0.0)
     #: at every scanned distance the fit must reproduce the target to this relative error where
@@ -87,6 +99,12 @@ class AuxSettings(Strict):
                     f"cutoff of '{name}' is {r_cut} A; the auxiliary is short-ranged: use 0 < r_cut <= 3 A"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _floor_below_scan(self) -> "AuxSettings":
+        if self.core_floor >= self.scan.r_min:
+            raise ValueError(f"aux.core_floor ({self.core_floor} A) must lie below aux.scan.r_min ({self.scan.r_min} A)")
+        return self
 
     def pair_cutoffs(self) -> dict[Pair, float]:
         return {parse_pair(name): r_cut for name, r_cut in self.cutoffs.items()}

@@ -1,4 +1,6 @@
-"""Dimer curves and isolated-atom energies through any reference, and the repulsive target."""
+"""Dimer curves and isolated-atom energies through any reference, and dimer curves of any calculator.
+
+What the auxiliary makes of the curves lives in :mod:`alcgap.auxiliary`."""
 
 from __future__ import annotations
 
@@ -84,23 +86,3 @@ def pair_curve(calc, pair: Pair, distances: np.ndarray, separation: float = 12.0
     local = atoms.get_potential_energies()
     forces = atoms.get_forces()
     return local[0::2] + local[1::2], forces[1::2, 0]
-
-
-def cosine_cutoff(r: np.ndarray, r_cut: float, width: float) -> np.ndarray:
-    """QUIP's smooth cutoff: 1 below r_cut - width, a cosine down to 0 at r_cut, 0 beyond."""
-    x = np.clip((np.asarray(r) - (r_cut - width)) / width, 0.0, 1.0)
-    return np.where(np.asarray(r) < r_cut, 0.5 * (np.cos(np.pi * x) + 1.0), 0.0)
-
-
-def repulsive_target(curve: DimerCurve, r_cut: float, width: float = 0.0) -> np.ndarray:
-    """The auxiliary's target on the scan: max(E(r) - E(r_cut), 0) below r_cut, 0 at and beyond it,
-    times the smooth cutoff of the given ``width`` (Angstrom; 0 = a hard cutoff).
-
-    Only the repulsive part is kept: the auxiliary must never add binding, so the main model
-    still learns every attraction from the data. The smooth cutoff is part of the target
-    because the 2-body GAP is itself f_cut(r) * g(r): a target with a kink at r_cut cannot be
-    reproduced by it, one with the same cutoff can (and then g = E(r) - E(r_cut) throughout).
-    """
-    shifted = curve.energies - curve.energy_at(r_cut)
-    hard = np.where(curve.distances < r_cut, np.maximum(shifted, 0.0), 0.0)
-    return hard * cosine_cutoff(curve.distances, r_cut, width) if width > 0 else hard

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from ase import units
 
+from alcgap.auxiliary import LAMMPS_TABLE_POINTS
 from alcgap.calculator import GapCalculator, component_labels
 from alcgap.lammps_module import open_lammps
 from alcgap.md.forces import ExternalGapForces, ForceField, QuipPairForces, backend_class, quip_pair_commands, top_potential
@@ -217,7 +218,7 @@ def test_pair_style_quip_input_is_valid(fitted, composite, tmp_path):
     aux_xml = fitted["aux_xml"]
     labels = component_labels(composite)
     lines = QuipPairForces(ForceField.gap(composite, SPECIES, backend="quip"), _comm(), tmp_path).input_lines()
-    assert lines[0] == "pair_style hybrid/overlay quip table linear 4000"
+    assert lines[0] == f"pair_style hybrid/overlay quip table linear {LAMMPS_TABLE_POINTS}"
     quip = re.fullmatch(r'pair_coeff \* \* quip (\S+\.xml) "IP GAP label=(\S+)" (\d+) (\d+)', lines[1])
     assert quip and Path(quip[1]).exists() and quip[2] == labels["main"] and quip.groups()[2:] == ("14", "8")
     assert all(re.fullmatch(r"pair_coeff \d \d table \S+ (Si_Si|Si_O|O_O) [\d.]+", line) for line in lines[2:])

@@ -39,16 +39,22 @@ def parity_plot(data: dict[str, tuple[ParityData, ErrorMetrics]], path: str | os
 
 
 def aux_curves_plot(curves: dict[str, dict[str, np.ndarray]], path: str | os.PathLike) -> Path:
-    """Per pair: the repulsive target (points) and the fitted auxiliary (line), log energy axis."""
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4), squeeze=False)
+    """Per pair: the repulsive target (scan points), the core below the scan, and the tabulated
+    auxiliary, on log axes, with the cutoff and the start of the scan marked."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.4 * len(curves), 4), squeeze=False)
     for ax, (name, c) in zip(axes[0], curves.items()):
         keep = c["target"] > 0
-        ax.semilogy(c["r_scan"][keep], c["target"][keep], "o", ms=3, color="black", label="target f_cut(r) [E(r)-E(r_cut)]")
+        ax.loglog(c["r_scan"][keep], c["target"][keep], "o", ms=3, color="black", label="target (scan)")
+        if len(c.get("r_core", [])):
+            ax.loglog(c["r_core"], c["core"], "x", ms=3, color="grey", label="core A exp(-br)/r")
         fit_keep = c["fit"] > 0
-        ax.semilogy(c["r_dense"][fit_keep], c["fit"][fit_keep], "-", color=COLOURS["aux"], label="aux GAP")
+        ax.loglog(c["r_dense"][fit_keep], c["fit"][fit_keep], "-", color=COLOURS["aux"], label="aux (table)")
         ax.axvline(c["r_cut"], ls=":", color="grey")
+        if "r_scan_min" in c:
+            ax.axvline(c["r_scan_min"], ls="--", lw=0.8, color="grey")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor log labels collide
         ax.set(xlabel="r (A)", ylabel="energy (eV)", title=f"{name} (r_cut {c['r_cut']} A)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="lower left")
     return _save(fig, path)
 
 

@@ -36,14 +36,14 @@ from typing import Callable, Literal
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from alcgap.auxiliary.table import LAMMPS_TABLE_POINTS, AuxTable, table_coeff_lines
 from alcgap.calculator import VARIANCE, component_labels
 
 MASK = "alcgap_mask"
 FIX_ID = "alcgap_gap"
-TABLE_POINTS = 4000
 
 
 class ForceField(BaseModel):
@@ -90,43 +90,6 @@ def top_potential(xml) -> tuple[str, str]:
     return top.attrib["label"], top.attrib.get("init_args", "")
 
 
-def write_aux_table(xml, aux_label: str, path, species: list[str], n_points: int = TABLE_POINTS) -> dict:
-    """Tabulate each distance_2b term of the GAP ``aux_label`` in ``xml`` for ``pair_style table``:
-    ``n_points`` from the shortest fitted distance to the cutoff, energies and forces from QUIP.
-
-    Returns {(type_i, type_j): (keyword, r_inner, cutoff)}. Below r_inner the auxiliary is not
-    defined; LAMMPS stops there ("Pair distance < table inner cutoff"), which the driver reports.
-    """
-    from quippy.potential import Potential
-
-    from alcgap.dimers import pair_curve
-    from alcgap.fit.aux_model import aux_pairs
-
-    potential = Potential(param_filename=str(xml), args_str=f"IP GAP label={aux_label}")
-    lines = [f"# repulsive auxiliary {aux_label} of {Path(xml).name}, written by alcgap.md (metal units)", ""]
-    entries = {}
-    for pair in aux_pairs(xml, aux_label):
-        a, b = chemical_symbols[pair.z1], chemical_symbols[pair.z2]
-        if a not in species or b not in species:
-            continue
-        grid = np.linspace(pair.r_lo, pair.cutoff, n_points)
-        # in batches: QUIP's cell list for one box of thousands of dimers costs 4x more
-        batches = [pair_curve(potential, (a, b), part) for part in np.array_split(grid, -(-n_points // 500))]
-        energy, force = (np.concatenate(parts) for parts in zip(*batches))
-        keyword = f"{a}_{b}"
-        lines += [keyword, f"N {n_points} R {pair.r_lo:.12g} {pair.cutoff:.12g}", ""]
-        lines += [f"{k + 1} {r:.12f} {e:.14e} {f:.14e}" for k, (r, e, f) in enumerate(zip(grid, energy, force))]
-        lines.append("")
-        types = tuple(sorted((species.index(a) + 1, species.index(b) + 1)))
-        entries[types] = (keyword, pair.r_lo, pair.cutoff)
-    Path(path).write_text("\n".join(lines))
-    return entries
-
-
-def table_coeff_lines(table, entries: dict, substyle: str = "table") -> list[str]:
-    return [f"pair_coeff {i} {j} {substyle} {Path(table).resolve()} {key} {cut:.12g}" for (i, j), (key, _, cut) in sorted(entries.items())]
-
-
 def quip_pair_commands(xml, species: list[str], *, aux_table=None, aux_entries: dict | None = None) -> list[str]:
     """``pair_style quip`` lines for a GAP xml (LAMMPS docs: ``pair_coeff * * <xml> "<QUIP init
     string>" <atomic number of each type>``; needs metal units and ``newton pair on``).
@@ -146,7 +109,7 @@ def quip_pair_commands(xml, species: list[str], *, aux_table=None, aux_entries: 
         return ["pair_style quip", f'pair_coeff * * {xml} "Potential xml_label={label}" {numbers}']
     main = component_labels(xml)["main"]
     return [
-        f"pair_style hybrid/overlay quip table linear {TABLE_POINTS}",
+        f"pair_style hybrid/overlay quip table linear {LAMMPS_TABLE_POINTS}",
         f'pair_coeff * * quip {xml} "IP GAP label={main}" {numbers}',
         *table_coeff_lines(aux_table, aux_entries),
     ]
@@ -286,7 +249,8 @@ class _GapBackend(ForceBackend):
         if self.is_composite:
             self.aux_table = workdir / "aux.table"
             if comm.rank == 0:
-                self.aux_entries = write_aux_table(self.xml, labels["aux"], self.aux_table, self.species)
+                self.aux_entries = AuxTable.from_xml(self.xml, labels["aux"]).write_lammps(
+                    self.aux_table, self.species, header=f"aux {labels['aux']} of {self.xml.name}")
             self.aux_entries = comm.bcast(self.aux_entries, root=0)
         self.gap = MaskedGap(self.xml, labels["main"] if self.is_composite else None, comm)
         self.comm = comm
@@ -322,7 +286,7 @@ class ExternalGapForces(_GapBackend):
 
     def input_lines(self) -> list[str]:
         if self.is_composite:
-            pair = [f"pair_style hybrid/overlay zero 1.0 table linear {TABLE_POINTS}", "pair_coeff * * zero",
+            pair = [f"pair_style hybrid/overlay zero 1.0 table linear {LAMMPS_TABLE_POINTS}", "pair_coeff * * zero",
                     *table_coeff_lines(self.aux_table, self.aux_entries)]
         else:
             # no pair forces at all; LAMMPS still wants a pair style for its neighbour lists

@@ -93,8 +93,8 @@ def fit_aux(config: dict, curves: dict, out_dir: str) -> dict:
     """Fit and check the repulsive auxiliary from dimer curves; write its LAMMPS table too."""
     from alcgap.config import CampaignConfig
     from alcgap.dimers import DimerCurve
-    from alcgap.fit.aux import fit_repulsive_aux
-    from alcgap.fit.table import table_pair_commands, write_lammps_table
+    from alcgap.auxiliary import fit_repulsive_aux
+    from alcgap.workflow.fit import write_aux_exports
     from alcgap.structures import pair_key
 
     settings = CampaignConfig.model_validate(config)
@@ -105,9 +105,9 @@ def fit_aux(config: dict, curves: dict, out_dir: str) -> dict:
         dimer_curves[pair] = DimerCurve(pair, np.array(curve["r"]), np.array(curve["energy"]), curve.get("failed", {}))
     out = Path(out_dir)
     aux = fit_repulsive_aux(dimer_curves, cutoffs, settings.aux, out, threads=settings.threads)
-    table = write_lammps_table(aux.xml, cutoffs, out / "aux.table", r_min=settings.aux.scan.r_min)
-    (out / "aux.lammps").write_text("\n".join(table_pair_commands(table, cutoffs, settings.species)) + "\n")
-    return {"aux_xml": str(aux.xml), "aux_table": str(table), "checks": {name: asdict(c) for name, c in aux.checks.items()}}
+    table = write_aux_exports(aux, out, settings.species)
+    return {"aux_xml": str(aux.xml), "aux_table": str(table), "checks": {name: asdict(c) for name, c in aux.checks.items()},
+            "record": aux.record()}
 
 
 def fit_main(config: dict, train: list[Atoms], test: list[Atoms], atom_energies: dict, aux_xml: str, out_dir: str) -> dict:

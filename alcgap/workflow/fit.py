@@ -20,11 +20,10 @@ from alcgap.analysis.metrics import error_metrics, parity_data
 from alcgap.analysis.plots import aux_curves_plot, parity_plot, short_range_plot
 from alcgap.calculator import GapCalculator
 from alcgap.config import FitConfig
+from alcgap.auxiliary import AuxFit, fit_repulsive_aux, table_pair_commands
 from alcgap.dimers import dimer_curve, isolated_atom_energies, pair_curve, scan_grid
-from alcgap.fit.aux import aux_pair_curve, aux_target, fit_repulsive_aux
 from alcgap.fit.gapfit import find_gap_fit
 from alcgap.fit.main import fit_main_gap
-from alcgap.fit.table import table_pair_commands, write_lammps_table
 from alcgap.md.classical import run_classical_md
 from alcgap.reference import Reference, make_reference, vashishta_sio2_commands
 from alcgap.structures import beta_cristobalite, pair_name, supercell_with_atoms
@@ -95,6 +94,27 @@ def short_range_curves(models: dict[str, Path], config: FitConfig) -> dict[str, 
     return out
 
 
+def write_aux_exports(aux: AuxFit, out_dir: Path, species: list[str]) -> Path:
+    """The aux's ``pair_style table`` file and the LAMMPS lines that load it (``aux.lammps``)."""
+    table = out_dir / "aux.table"
+    entries = aux.table.write_lammps(table, species, header=f"from {aux.xml.name}")
+    (out_dir / "aux.lammps").write_text("\n".join(table_pair_commands(table, entries)) + "\n")
+    return table
+
+
+def aux_plot_data(aux: AuxFit) -> dict[str, dict]:
+    """Per pair: scanned target, core points, the tabulated aux from 0.02 A past the cutoff."""
+    out = {}
+    for name, target in aux.targets.items():
+        r_dense = np.geomspace(0.02, target.r_cut, 400)
+        out[name] = {
+            "r_scan": target.r_scan, "target": target.scan, "r_core": target.r_core, "core": target.core_energy,
+            "r_dense": r_dense, "fit": aux.table.pair(*target.pair).curve(r_dense)[0], "r_cut": target.r_cut,
+            "r_scan_min": float(target.r_scan.min()),
+        }
+    return out
+
+
 def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
     """Run the whole composite fit in ``run_dir``; return (and write) the summary."""
     find_gap_fit()  # fail before any work if gap_fit is missing
@@ -124,16 +144,10 @@ def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
     lap("dimers")
 
     aux = fit_repulsive_aux(curves, cutoffs, config.aux, run_dir / "aux", threads=config.threads)
-    table = write_lammps_table(aux.xml, cutoffs, run_dir / "aux" / "aux.table", r_min=scan.r_min)
-    (run_dir / "aux" / "aux.lammps").write_text("\n".join(table_pair_commands(table, cutoffs, config.species)) + "\n")
-    dense = {}
-    for pair, rc in cutoffs.items():
-        r_dense = np.arange(scan.r_min, rc + scan.beyond_cutoff, 0.005)
-        dense[pair_name(pair)] = {
-            "r_scan": curves[pair].distances, "target": aux_target(curves[pair], rc, config.aux),
-            "r_dense": r_dense, "fit": aux_pair_curve(aux.xml, pair, r_dense)[0], "r_cut": rc,
-        }
-    aux_curves_plot(dense, run_dir / "plots" / "aux_curves.png")
+    table = write_aux_exports(aux, run_dir / "aux", config.species)
+    console.log("aux sparse covariance condition numbers: " + ", ".join(
+        f"{name} {c['condition_number']:.3g}" for name, c in aux.conditioning["K_MM"].items()))
+    aux_curves_plot(aux_plot_data(aux), run_dir / "plots" / "aux_curves.png")
     lap("aux")
 
     frames = bootstrap_frames(config, reference)
@@ -167,6 +181,7 @@ def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
         "atom_energies_eV": atom_energies,
         "n_frames": len(frames), "n_train": len(train), "n_test": len(test), "failed_labels": failed,
         "aux": {name: asdict(check) for name, check in aux.checks.items()},
+        "aux_fit": aux.record(),
         "aux_xml": str(aux.xml),
         "models": {name: str(xml) for name, xml in models.items()},
         "aux_table": str(table),
