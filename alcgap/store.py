@@ -65,7 +65,7 @@ from alcgap.reference.base import Label, LabelStatus, Reference
 #: grid (Angstrom) on which cell and positions are compared when fingerprinting
 FINGERPRINT_TOLERANCE = 1e-6
 #: failures that say nothing about the structure: label_with tries them again
-RETRIED_BY_DEFAULT = frozenset({LabelStatus.TIMED_OUT})
+RETRIED_BY_DEFAULT = frozenset({LabelStatus.TIMED_OUT, LabelStatus.HUNG})
 JOURNAL_MODES = ("wal", "delete", "truncate", "persist")
 _HASH = "sha256:"
 

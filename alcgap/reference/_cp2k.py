@@ -4,6 +4,14 @@ Each calculation runs in a fresh directory that keeps its readable input and its
 user can rerun one label by hand. Failures come back as failed :class:`Label`s, classified from
 the output itself: CP2K 2023.1 exits 0 after an unconverged SCF and still prints an energy and
 forces, so the exit code alone would store wrong labels.
+
+Resilience: an SCF that does not converge is retried along the recovery ladder of
+:mod:`alcgap.reference._cp2k_recovery` (one sub-folder per rung, each rung in
+``label.info["recovery"]``); an input CP2K refuses is ``input_error``, never retried and fatal
+(:attr:`Label.fatal`: every other structure would fail alike); a run whose output stops growing
+for ``hang_timeout`` seconds is killed as ``hung``; a walltime kill is retried once if
+``retry_timeout``. Atoms too close for DFT are screened by the caller
+(:mod:`alcgap.reference.contacts`), never here: dimer scans go there on purpose.
 """
 
 from __future__ import annotations
@@ -22,9 +30,15 @@ from typing import Any, Literal
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
-from ase.units import GPa, Bohr, Hartree
+from ase.units import Bohr, GPa, Hartree
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from alcgap.reference._cp2k_recovery import (
+    ScfControls,
+    attempt_record,
+    climb,
+    scf_ladder,
+)
 from alcgap.reference.base import Label, LabelStatus, Reference
 
 #: where distributions put CP2K's data files (basis sets, potentials, dftd3.dat, xTB_parameters)
@@ -105,6 +119,17 @@ class Cp2kSettings(BaseModel):
     omp_threads: int = Field(1, ge=1)
     #: seconds allowed per calculation; the whole process group is killed after that
     walltime: float = Field(3600.0, gt=0.0)
+    #: seconds without any growth of CP2K's output (cp2k.out, cp2k.log) after which the run is
+    #: taken as hung (a dead MPI peer, a stalled file system) and killed; None: only the walltime.
+    #: Must exceed CP2K's longest silent phase: the start-up of a large cell and one SCF step
+    hang_timeout: float | None = Field(600.0, gt=0.0)
+    #: retry an unconverged SCF with the recovery ladder (see alcgap.reference._cp2k_recovery);
+    #: each rung runs in its own sub-folder and is recorded in label.info["recovery"]
+    scf_recovery: bool = True
+    #: at most this many rungs (None: all of them, 4 for OT, 3 for diagonalisation)
+    max_recovery_rungs: int | None = Field(None, ge=0)
+    #: run a calculation killed at its walltime once more (a busy node may have slowed it)
+    retry_timeout: bool = False
     #: CP2K data directory; default: $CP2K_DATA_DIR, next to the executable, or /usr/share/cp2k
     data_dir: Path | None = None
     #: file names (inside data_dir) or paths of the basis-set and pseudopotential libraries
@@ -157,7 +182,9 @@ class Cp2kSettings(BaseModel):
 
     def label_settings(self) -> dict[str, Any]:
         """The settings that change a label: not where or how CP2K runs (launcher, threads, walltime)."""
-        skip = {"kind", "executable", "launch_prefix", "omp_threads", "walltime", "data_dir"}
+        # nor how failures are recovered: a recovered label records its rung in label.info
+        skip = {"kind", "executable", "launch_prefix", "omp_threads", "walltime", "data_dir",
+                "hang_timeout", "scf_recovery", "max_recovery_rungs", "retry_timeout"}
         out = self.model_dump(mode="json", exclude=skip)
         # file names, not machine-specific paths: the same library on two machines is one label
         out["basis_file"] = Path(self.basis_file).name
@@ -262,10 +289,19 @@ def multiplicity_of(atoms: Atoms, charge: int = 0) -> int:
 # The input file
 
 
-def cp2k_input(atoms: Atoms, settings: Cp2kSettings, multiplicity: int) -> str:
-    """A readable CP2K input for energy and forces (and the analytical stress of periodic cells)."""
+def scf_solver_for(atoms: Atoms, settings: Cp2kSettings) -> str:
+    """The SCF solver a structure runs with: periodic cells and isolated structures differ."""
+    return settings.scf_solver if all(atoms.pbc) else settings.isolated_scf_solver
+
+
+def cp2k_input(atoms: Atoms, settings: Cp2kSettings, multiplicity: int, scf: ScfControls | None = None) -> str:
+    """A readable CP2K input for energy and forces (and the analytical stress of periodic cells).
+
+    ``scf`` overrides the SCF keywords the recovery ladder changes; default: from ``settings``.
+    """
     periodic = bool(all(atoms.pbc))
-    solver = settings.scf_solver if periodic else settings.isolated_scf_solver
+    solver = scf_solver_for(atoms, settings)
+    scf = scf or ScfControls.from_settings(settings)
     open_shell = multiplicity > 1
     lines = [
         "&GLOBAL",
@@ -277,7 +313,7 @@ def cp2k_input(atoms: Atoms, settings: Cp2kSettings, multiplicity: int) -> str:
         "  METHOD QUICKSTEP",
         f"  STRESS_TENSOR {'ANALYTICAL' if periodic else 'NONE'}",
         "  &DFT",
-        *_indent(_dft_block(settings, periodic, solver, multiplicity, open_shell), 4),
+        *_indent(_dft_block(settings, scf, periodic, solver, multiplicity, open_shell), 4),
         "  &END DFT",
         "  &SUBSYS",
         *_indent(_subsys_block(atoms, settings, periodic), 4),
@@ -296,7 +332,7 @@ def _indent(lines: list[str], n: int) -> list[str]:
     return [" " * n + line for line in lines]
 
 
-def _dft_block(settings: Cp2kSettings, periodic: bool, solver: str, multiplicity: int, open_shell: bool) -> list[str]:
+def _dft_block(settings: Cp2kSettings, scf: ScfControls, periodic: bool, solver: str, multiplicity: int, open_shell: bool) -> list[str]:
     s = settings
     lines = []
     if s.method == "dft":
@@ -323,7 +359,7 @@ def _dft_block(settings: Cp2kSettings, periodic: bool, solver: str, multiplicity
         # Martyna-Tuckerman isolated electrostatics (no images, no neutralising background);
         # seen: O atom energy changes by 0.3 meV between 10 and 14 A boxes
         lines += ["&POISSON", "  PERIODIC NONE", "  POISSON_SOLVER MT", "&END POISSON"]
-    lines += ["&SCF", *_indent(_scf_block(s, solver, multiplicity, open_shell, periodic), 2), "&END SCF"]
+    lines += ["&SCF", *_indent(_scf_block(s, scf, solver, multiplicity, open_shell, periodic), 2), "&END SCF"]
     if s.method == "dft":
         lines += ["&XC", f"  &XC_FUNCTIONAL {s.xc}", "  &END XC_FUNCTIONAL"]
         if s.dispersion:
@@ -341,25 +377,28 @@ def _dft_block(settings: Cp2kSettings, periodic: bool, solver: str, multiplicity
     return lines
 
 
-def _scf_block(s: Cp2kSettings, solver: str, multiplicity: int, open_shell: bool, periodic: bool) -> list[str]:
+def _scf_block(s: Cp2kSettings, scf: ScfControls, solver: str, multiplicity: int, open_shell: bool, periodic: bool) -> list[str]:
     eps_scf = s.eps_scf if periodic else s.isolated_eps_scf
-    lines = ["SCF_GUESS ATOMIC", f"EPS_SCF {eps_scf:.1e}", f"MAX_SCF {s.max_scf}"]
+    lines = ["SCF_GUESS ATOMIC", f"EPS_SCF {eps_scf:.1e}", f"MAX_SCF {scf.max_scf}"]
     if solver == "ot":
         # FULL_KINETIC is refused for xTB ("not available for semi-empirical")
         lines += [
-            "&OT", "  MINIMIZER DIIS", "  PRECONDITIONER FULL_SINGLE_INVERSE", "&END OT",
-            "&OUTER_SCF", f"  EPS_SCF {eps_scf:.1e}", f"  MAX_SCF {s.outer_max_scf}", "&END OUTER_SCF",
+            "&OT", f"  MINIMIZER {scf.ot_minimizer}",
+            *([f"  LINESEARCH {scf.ot_linesearch}"] if scf.ot_linesearch else []),
+            *([f"  STEPSIZE {scf.ot_stepsize:g}"] if scf.ot_stepsize is not None else []),
+            f"  PRECONDITIONER {scf.ot_preconditioner}", "&END OT",
+            "&OUTER_SCF", f"  EPS_SCF {eps_scf:.1e}", f"  MAX_SCF {scf.outer_max_scf}", "&END OUTER_SCF",
         ]
     else:
         lines += [
             # CP2K caps this at the number of basis functions (-1, "all", trips a CPASSERT in UKS)
             f"ADDED_MOS {s.added_mos}",
             "&DIAGONALIZATION", "  ALGORITHM STANDARD", "&END DIAGONALIZATION",
-            "&SMEAR ON", "  METHOD FERMI_DIRAC", f"  ELECTRONIC_TEMPERATURE [K] {s.electronic_temperature:g}",
+            "&SMEAR ON", "  METHOD FERMI_DIRAC", f"  ELECTRONIC_TEMPERATURE [K] {scf.electronic_temperature:g}",
             # keep the spin state the multiplicity asks for instead of letting it float
             *([f"  FIXED_MAGNETIC_MOMENT {multiplicity - 1}"] if open_shell else []),
             "&END SMEAR",
-            "&MIXING", "  METHOD BROYDEN_MIXING", f"  ALPHA {s.mixing_alpha:g}", "  NBROYDEN 8", "&END MIXING",
+            "&MIXING", f"  METHOD {scf.mixing_method}", f"  ALPHA {scf.mixing_alpha:g}", "  NBROYDEN 8", "&END MIXING",
         ]
     # no wavefunction restart files: every label starts from scratch in its own directory
     lines += ["&PRINT", "  &RESTART OFF", "  &END RESTART", "&END PRINT"]
@@ -395,6 +434,7 @@ _STRESS_ROW = re.compile(rf"^\s*STRESS\|\s+([xyz])\s+({_FLOAT})\s+({_FLOAT})\s+(
 _OLD_STRESS_ROW = re.compile(rf"^\s+([XYZ])\s+({_FLOAT})\s+({_FLOAT})\s+({_FLOAT})\s*$")
 _TIMING_CP2K = re.compile(rf"^\s*CP2K\s+1\s+{_FLOAT}\s+{_FLOAT}\s+{_FLOAT}\s+{_FLOAT}\s+({_FLOAT})\s*$", re.M)
 _SCF_NOT_CONVERGED = "SCF run NOT converged"
+_XTB_CHARGES = "Atomic charges outside chemical"
 
 
 @dataclass
@@ -475,19 +515,50 @@ def abort_message(text: str) -> str | None:
     return " ".join(words) or "CP2K aborted"
 
 
-def classify_failure(text: str, returncode: int | None, timed_out: bool = False, walltime: float | None = None) -> tuple[LabelStatus, str] | None:
+#: CP2K's messages for an input it refuses, seen with 2023.1: the input parser (sources in
+#: input/: unknown keyword or section, invalid value, a number expected), a basis set or
+#: potential missing from its file, a file that cannot be opened, an option refused for the
+#: method ("Full_kinetic not available for semi-empirical methods")
+_INPUT_ERROR_MESSAGES = re.compile(
+    r"The requested .* was not found|cannot be opened|not available for|unknown keyword|unknown subsection"
+    r"|invalid value for|was expected, found",
+    re.IGNORECASE,
+)
+_ABORT_SOURCE = re.compile(r"(\S+\.F):\d+$")
+
+
+def is_input_error(abort: str) -> bool:
+    """Whether a CP2K ``[ABORT]`` message (from :func:`abort_message`) says its input is wrong.
+
+    Other aborts (a failed Cholesky decomposition, memory, MPI) are about the run, not the input.
+    """
+    source = _ABORT_SOURCE.search(abort)
+    return bool((source and source.group(1).startswith("input/")) or _INPUT_ERROR_MESSAGES.search(abort))
+
+
+def classify_failure(text: str, returncode: int | None, timed_out: bool = False, walltime: float | None = None,
+                     hung: float | None = None) -> tuple[LabelStatus, str] | None:
     """Why a CP2K run cannot give a label, or None if it finished cleanly.
 
+    ``hung``: the run was killed after its output had not grown for that many seconds.
     Order matters: a run that hit the walltime may also lack its final lines; CP2K 2023.1 reports
     an unconverged SCF only as a warning (exit 0, energy and forces printed anyway); from 2024.1 on
-    it aborts with a message that also names the SCF.
+    it aborts with a message that also names the SCF. An ``[ABORT]`` about the input is
+    ``input_error`` (fatal, see :attr:`Label.fatal`), any other abort ``program_error``.
     """
+    if hung is not None:
+        return LabelStatus.HUNG, f"killed as hung: its output did not grow for {hung:g} s"
     if timed_out:
         return LabelStatus.TIMED_OUT, f"killed after the walltime of {walltime:g} s" if walltime else "killed after the walltime"
     abort = abort_message(text)
     if abort is not None:
-        status = LabelStatus.SCF_NOT_CONVERGED if _SCF_NOT_CONVERGED in abort else LabelStatus.PROGRAM_ERROR
-        return status, abort
+        if _SCF_NOT_CONVERGED in abort:
+            return LabelStatus.SCF_NOT_CONVERGED, abort
+        if _XTB_CHARGES in text and abort.startswith("xTB Charges"):
+            # seen with xTB and Broyden mixing (ALPHA 0.4): the SCF sloshes charge and aborts in
+            # its second step; less mixing cures it, so it is an SCF failure for the ladder
+            return LabelStatus.SCF_NOT_CONVERGED, f"SCF diverged: atomic charges outside the chemical range ({abort})"
+        return (LabelStatus.INPUT_ERROR if is_input_error(abort) else LabelStatus.PROGRAM_ERROR), abort
     warning = re.search(r"\*\*\* WARNING in (\S+) :: (SCF run NOT converged)\s*\*\*\*", text)
     if warning or _SCF_NOT_CONVERGED in text:
         return LabelStatus.SCF_NOT_CONVERGED, (f"{warning.group(2)} ({warning.group(1)})" if warning else _SCF_NOT_CONVERGED)
@@ -504,12 +575,27 @@ def classify_failure(text: str, returncode: int | None, timed_out: bool = False,
 # Running one calculation
 
 
-def run_in_directory(command: list[str], directory: Path, env: dict[str, str], walltime: float) -> tuple[int | None, bool]:
+@dataclass
+class RunResult:
+    """How one CP2K process ended: its exit code (None if it had to be killed and never told),
+    whether the walltime killed it, and whether it was killed as hung."""
+
+    returncode: int | None
+    timed_out: bool = False
+    hung: bool = False
+
+
+#: files whose growth shows that CP2K is alive
+WATCHED_OUTPUTS = ("cp2k.out", "cp2k.log")
+
+
+def run_in_directory(command: list[str], directory: Path, env: dict[str, str], walltime: float,
+                     hang_timeout: float | None = None) -> RunResult:
     """Run ``command`` in ``directory`` (stdout and stderr to ``cp2k.log``) in its own process group.
 
-    Returns (exit code, timed out). After ``walltime`` seconds the whole group is killed: with a
-    launcher (mpiexec, srun) the ranks are children, and killing only the launcher leaves them
-    running.
+    After ``walltime`` seconds, or once none of :data:`WATCHED_OUTPUTS` has grown for
+    ``hang_timeout`` seconds (None: never), the whole group is killed: with a launcher (mpiexec,
+    srun) the ranks are children, and killing only the launcher leaves them running.
     """
     with open(directory / "cp2k.log", "wb") as log:
         process = subprocess.Popen(
@@ -517,13 +603,39 @@ def run_in_directory(command: list[str], directory: Path, env: dict[str, str], w
             start_new_session=True,
         )
         try:
-            return process.wait(timeout=walltime), False
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
-            return process.returncode, True
+            return _watch(process, directory, walltime, hang_timeout)
         except BaseException:
             _kill_group(process)
             raise
+
+
+def _watch(process: subprocess.Popen, directory: Path, walltime: float, hang_timeout: float | None) -> RunResult:
+    start = time.monotonic()
+    deadline = start + walltime
+    # poll often enough to kill within a few percent of hang_timeout, rarely enough to cost nothing
+    poll = min(1.0, hang_timeout / 10.0) if hang_timeout else walltime
+    sizes, last_growth = _output_sizes(directory), start
+    while True:
+        now = time.monotonic()
+        try:
+            return RunResult(process.wait(timeout=max(0.0, min(poll, deadline - now))))
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if now >= deadline:
+            _kill_group(process)
+            return RunResult(process.returncode, timed_out=True)
+        if hang_timeout is not None:
+            current = _output_sizes(directory)
+            if current != sizes:
+                sizes, last_growth = current, now
+            elif now - last_growth >= hang_timeout:
+                _kill_group(process)
+                return RunResult(process.returncode, hung=True)
+
+
+def _output_sizes(directory: Path) -> tuple[int, ...]:
+    return tuple(os.stat(directory / name).st_size if (directory / name).exists() else -1 for name in WATCHED_OUTPUTS)
 
 
 def _kill_group(process: subprocess.Popen, grace: float = 5.0) -> None:
@@ -533,9 +645,11 @@ def _kill_group(process: subprocess.Popen, grace: float = 5.0) -> None:
     """
     tree = _process_tree(process.pid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for kill, target in [(os.killpg, process.pid)] + [(os.kill, pid) for pid in tree]:
+        # then SIGCONT: a stopped process (a hung run may be one) acts on a SIGTERM only once resumed
+        signals = [(os.killpg, process.pid, sig)] + [(os.kill, pid, sig) for pid in tree] + [(os.killpg, process.pid, signal.SIGCONT)]
+        for kill, target, how in signals:
             try:
-                kill(target, sig)
+                kill(target, how)
             except (ProcessLookupError, PermissionError):
                 pass
         try:
@@ -654,24 +768,65 @@ class Cp2kReference(Reference):
         return in_isolated_box(atoms, self.config.isolated_vacuum), multiplicity
 
     def compute(self, atoms: Atoms) -> Label:
+        """Label one structure in a fresh folder of ``workdir``.
+
+        A failed SCF is retried along :func:`~alcgap.reference._cp2k_recovery.scf_ladder`
+        (``scf_recovery``), each rung in a sub-folder ``rung-<i>-<name>``; a run killed at its
+        walltime is run once more in ``retry-timeout`` when ``retry_timeout`` is set. An input
+        error, a hung or crashed run are not retried. ``label.info`` keeps ``directory`` (the
+        structure's folder), ``multiplicity``, the timings of the run the label comes from, and
+        after any retry ``recovery`` (one record per retry: name, directory, changed CP2K
+        keywords, status, reason, run_seconds), ``label_directory`` (the folder of the run that
+        gave the label) and, when a rung converged, ``recovered_by`` (its name).
+
+        Atoms too close for DFT are not refused here (dimer scans go to short distances on
+        purpose): callers that must screen structures use :func:`alcgap.reference.contacts.too_close_pairs`.
+        """
         start = time.perf_counter()
         try:
             work, multiplicity = self.prepare(atoms)
         except ValueError as err:
             return Label(LabelStatus.PROGRAM_ERROR, reason=str(err))
         directory = Path(tempfile.mkdtemp(prefix=f"{atoms.get_chemical_formula()}-", dir=self.workdir))
-        (directory / "cp2k.inp").write_text(cp2k_input(work, self.config, multiplicity))
-        info: dict[str, Any] = {"directory": str(directory), "multiplicity": multiplicity}
+        base = ScfControls.from_settings(self.config)
+        recovery: list[dict[str, Any]] = []
+        retries_left = [1 if self.config.retry_timeout else 0]
+
+        def attempt(where: Path, scf: ScfControls) -> Label:
+            label = self._run_once(atoms, work, multiplicity, where, scf)
+            if label.status is LabelStatus.TIMED_OUT and retries_left[0] > 0:
+                retries_left[0] -= 1
+                label = self._run_once(atoms, work, multiplicity, where / "retry-timeout", scf)
+                recovery.append(attempt_record("timeout_retry", where / "retry-timeout", label))
+            return label
+
+        label = attempt(directory, base)
+        if label.status is LabelStatus.SCF_NOT_CONVERGED and self.config.scf_recovery:
+            rungs = scf_ladder(scf_solver_for(work, self.config), base)[: self.config.max_recovery_rungs]
+            label, _ = climb(attempt, rungs, directory, label, recovery)
+        info = {**label.info, "directory": str(directory), "multiplicity": multiplicity}
+        if recovery:
+            info.update(recovery=recovery, label_directory=label.info["directory"])
+        info["wall_seconds"] = time.perf_counter() - start
+        label.info = info
+        return label
+
+    def _run_once(self, atoms: Atoms, work: Atoms, multiplicity: int, directory: Path, scf: ScfControls) -> Label:
+        """One CP2K run in ``directory`` (created): its label, classified from its output."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "cp2k.inp").write_text(cp2k_input(work, self.config, multiplicity, scf))
+        info: dict[str, Any] = {"directory": str(directory)}
         launched = time.perf_counter()
         try:
-            returncode, timed_out = run_in_directory(self.command(), directory, self.environment(), self.config.walltime)
+            run = run_in_directory(self.command(), directory, self.environment(), self.config.walltime, self.config.hang_timeout)
         except OSError as err:
             return Label(LabelStatus.CRASHED, reason=f"could not start {self.command()[0]}: {err}", info=info)
         info["run_seconds"] = time.perf_counter() - launched
         output = _read(directory / "cp2k.out")
-        failure = classify_failure(output + "\n" + _read(directory / "cp2k.log"), returncode, timed_out, self.config.walltime)
+        failure = classify_failure(output + "\n" + _read(directory / "cp2k.log"), run.returncode, run.timed_out,
+                                   self.config.walltime, self.config.hang_timeout if run.hung else None)
         parsed = parse_cp2k_output(output)
-        info.update(cp2k_seconds=parsed.cp2k_seconds, wall_seconds=time.perf_counter() - start, warnings=parsed.warnings)
+        info.update(cp2k_seconds=parsed.cp2k_seconds, warnings=parsed.warnings)
         if failure is not None:
             return Label(failure[0], reason=failure[1], info=info)
         periodic = bool(all(atoms.pbc))

@@ -24,13 +24,26 @@ ISOLATED_BOX = 20.0
 
 
 class LabelStatus(str, Enum):
-    """Outcome of one reference calculation; only ``OK`` labels may be used for fitting."""
+    """Outcome of one reference calculation; only ``OK`` labels may be used for fitting.
+
+    ``INPUT_ERROR``: the program refused its input (an unknown basis set, a bad keyword). The
+    same input is built for every structure, so every further calculation would fail the same
+    way: it is never retried, and labelling must stop (:attr:`Label.fatal`). ``HUNG``: the
+    program stopped writing output for longer than allowed and was killed, long before its
+    walltime. ``TIMED_OUT``: killed at the walltime.
+    """
 
     OK = "ok"
     SCF_NOT_CONVERGED = "scf_not_converged"
     PROGRAM_ERROR = "program_error"
+    INPUT_ERROR = "input_error"
     CRASHED = "crashed"
     TIMED_OUT = "timed_out"
+    HUNG = "hung"
+
+
+#: failures that no retry can cure and that every other structure would share
+FATAL_STATUSES = frozenset({LabelStatus.INPUT_ERROR})
 
 
 @dataclass
@@ -47,6 +60,12 @@ class Label:
     @property
     def ok(self) -> bool:
         return self.status is LabelStatus.OK
+
+    @property
+    def fatal(self) -> bool:
+        """True when labelling must stop: the reference's input is wrong for every structure
+        (``reason`` carries the program's own message). Fix the settings, then start again."""
+        return self.status in FATAL_STATUSES
 
     def attach(self, atoms: Atoms) -> Atoms:
         """A copy of ``atoms`` carrying this label the ASE way (a SinglePointCalculator)."""

@@ -82,7 +82,9 @@ def label_structure(reference: Reference, atoms: Atoms, workdir: str, launcher: 
     started = time.time()
     label = reference.compute(atoms)
     finished = time.time()
-    if label.status is not LabelStatus.TIMED_OUT:  # a time-out may pass on a quieter node: retry it
+    # a time-out or a hang may pass on a quieter node, and an input error is the settings' fault,
+    # not the structure's: none of them is kept as this structure's final answer
+    if label.status not in (LabelStatus.TIMED_OUT, LabelStatus.HUNG, LabelStatus.INPUT_ERROR):
         write_json_atomic(cache, {"label": label_to_dict(label), "started": started, "finished": finished})
     return label, started, finished
 
