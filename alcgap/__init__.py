@@ -38,11 +38,18 @@ def resume_campaign(run_dir, *, site=None, reference=None, select_fn=None):
     return _resume(run_dir, site=site, reference=reference, select_fn=select_fn)
 
 
-def GapCalculator(*args, **kwargs):  # noqa: N802 - the class, imported lazily (quippy is slow to import)
-    from alcgap.calculator import GapCalculator as _GapCalculator
+def __getattr__(name):
+    # the classes themselves (isinstance, help), imported on first use: quippy is slow to import
+    if name == "GapCalculator":
+        from alcgap.calculator import GapCalculator
 
-    return _GapCalculator(*args, **kwargs)
+        return GapCalculator
+    if name == "AuxTable":
+        from alcgap.auxiliary.table import AuxTable
+
+        return AuxTable
+    raise AttributeError(f"module 'alcgap' has no attribute {name!r}")
 
 
-__all__ = ["CampaignConfig", "ConfigError", "FitConfig", "GapCalculator", "load_campaign_config", "load_fit_config",
+__all__ = ["AuxTable", "CampaignConfig", "ConfigError", "FitConfig", "GapCalculator", "load_campaign_config", "load_fit_config",
            "resume_campaign", "run_campaign", "run_fit"]

@@ -165,3 +165,10 @@ def test_variance_on_short_pairs_and_unchanged_energies(models):
 def test_unknown_component_is_rejected(models):
     with pytest.raises(ValueError, match="aux"):
         GapCalculator(models["traditional"], component="aux")
+
+
+def test_public_calculator_is_the_class(models):
+    import alcgap
+
+    calc = alcgap.GapCalculator(models["composite"])
+    assert isinstance(calc, alcgap.GapCalculator) and "variance" in (alcgap.GapCalculator.__doc__ or "")
