@@ -71,7 +71,7 @@ class AuxSettings(Strict):
     sparse_spacing: float | None = Field(None, gt=0.0, le=0.5)
     #: kernel length scale theta in units of the sparse spacing. The sparse covariance stays well
     #: conditioned only while theta is about the spacing or less (see alcgap.auxiliary.fit)
-    theta_over_spacing: float = Field(1.0, gt=0.0, le=1.5)
+    theta_over_spacing: float = Field(1.2, gt=0.0, le=1.5)
     #: the fitted GAP (the xml) carries the screened Coulomb core down to this distance (Angstrom);
     #: the tabulated auxiliary continues it analytically to r -> 0
     core_floor: float = Field(0.05, gt=0.0, le=0.5)
@@ -80,7 +80,8 @@ class AuxSettings(Strict):
     noise_floor: float = Field(0.02, ge=0.0)
     #: largest condition number of a pair's sparse covariance accepted (double precision gives ~1e16)
     max_condition: float = Field(1e10, gt=1.0)
-    #: per-point energy sigma = relative_sigma * target, floored at sigma_floor (eV)
+    #: per-point energy sigma = relative_sigma * target, floored at sigma_floor (eV). 0.5%: with 1%
+    #: the GAP's sign was left open in the last mA of a Lennard-Jones cutoff (seen: -2e-6 eV)
     relative_sigma: float = Field(0.005, gt=0.0, lt=1.0)
     sigma_floor: float = Field(1e-3, gt=0.0)
     sparse_jitter: float = Field(1e-6, gt=0.0)

@@ -48,7 +48,7 @@ def make_reference(name: str, workdir: Path):
 def run(name: str, out: Path) -> dict:
     from alcgap.auxiliary import cosine_cutoff, fit_repulsive_aux
     from alcgap.config import AuxSettings
-    from alcgap.dimers import dimer_curve, isolated_atom_energies, pair_curve, scan_grid
+    from alcgap.dimers import DimerCurve, dimer_curve, isolated_atom_energies, pair_curve, scan_grid
     from alcgap.reference.base import isolated
     from alcgap.structures import pair_key
     from quippy.potential import Potential
@@ -58,7 +58,19 @@ def run(name: str, out: Path) -> dict:
     settings = AuxSettings(cutoffs=CUTOFFS)
     cutoffs, scan = settings.pair_cutoffs(), settings.scan
     atoms = isolated_atom_energies(reference, ["Si", "O"])
-    curves = {p: dimer_curve(reference, p, scan_grid(scan.r_min, rc, scan.step, scan.beyond_cutoff), atoms) for p, rc in cutoffs.items()}
+    saved = out / name / "dimers.json"
+    if saved.exists():  # the scans of an earlier run (delete the file to recompute them)
+        data = json.loads(saved.read_text())
+        atoms = data["atom_energies"]
+        curves = {pair_key(*k.split("-")): DimerCurve(pair_key(*k.split("-")), np.array(c["r"]), np.array(c["energy"]),
+                                                      {float(r): why for r, why in c["failed"].items()})
+                  for k, c in data["curves"].items()}
+    else:
+        curves = {p: dimer_curve(reference, p, scan_grid(scan.r_min, rc, scan.step, scan.beyond_cutoff), atoms) for p, rc in cutoffs.items()}
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({"atom_energies": atoms, "curves": {"-".join(p): {
+            "r": c.distances.tolist(), "energy": c.energies.tolist(), "failed": {str(r): why for r, why in c.failed.items()}}
+            for p, c in curves.items()}}))
     fit = fit_repulsive_aux(curves, cutoffs, settings, out / name / "aux")
     quip = Potential(param_filename=str(fit.xml))
     result = {"reference": name, "kernels": openblas_kernels(), "gap_fit_log10_cond_A": fit.conditioning["gap_fit_log10_cond_A_inf"], "pairs": {}}

@@ -212,12 +212,12 @@ def test_failed_and_noisy_dimer_points_are_recorded_or_refused():
 def test_fit_from_a_noisy_curve_is_still_repulsive(tmp_path):
     settings = AuxSettings(cutoffs={"Si-O": 1.1})
     r = scan_grid(0.5, 1.1, 0.02, 0.3)
-    soft = {"a": 5.0, "length": 0.4, "attraction": 0.01}  # flat enough that SCF noise of meV can reverse a step
+    soft = {"a": 0.5, "length": 0.6, "attraction": 0.001}  # flat: steps of 2-3 meV, which SCF noise can reverse
     clean = _born_mayer_curve(r, **soft).energies
     noise = np.zeros_like(r)
-    for r_noisy in (0.9, 1.0):  # two points 4 meV above their shorter neighbour
+    for r_noisy in (0.9, 1.0):  # two points 2 meV above their shorter neighbour (SCF noise)
         i = int(np.argmin(np.abs(r - r_noisy)))
-        noise[i] = clean[i - 1] - clean[i] + 0.004
+        noise[i] = clean[i - 1] - clean[i] + 0.002
     curve = _born_mayer_curve(r, noise=noise, **soft)
     fit = fit_repulsive_aux({("Si", "O"): curve}, {("Si", "O"): 1.1}, settings, tmp_path)
     grid = np.arange(0.05, 1.4, 0.002)
