@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import os
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ase.io
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers
 
 from alcgap.auxiliary.checks import AuxNotRepulsive, PairCheck, check_pair
-from alcgap.auxiliary.table import AuxTable
+from alcgap.auxiliary.table import AuxTable, distance_2b_terms
 from alcgap.auxiliary.target import PairTarget, pair_target
 from alcgap.dimers import DimerCurve
 from alcgap.fit.gapfit import descriptor, run_gap_fit
@@ -169,18 +168,11 @@ def sparse_conditioning(xml: str | os.PathLike) -> dict[str, dict]:
     """Per distance_2b term: the 2-norm condition number of K_MM (what gap_fit Cholesky-factorises,
     rebuilt from the xml) and its smallest eigenvalue relative to delta^2."""
     out = {}
-    for coords in ET.parse(xml).getroot().iter("gpCoordinates"):
-        text = coords.find("descriptor").text
-        if not text.strip().startswith("distance_2b"):
-            continue
-        z = [int(re.search(rf"\b{key}=(\d+)", text).group(1)) for key in ("Z1", "Z2")]
-        theta = float(coords.find("theta").text.split()[0])
-        sparse = coords.findall("sparseX")
-        x = np.array([float(s.text) for s in sparse])
-        cut = np.array([float(s.attrib["sparseCutoff"]) for s in sparse])
+    for term in distance_2b_terms(xml):
+        x, cut, theta = term["sparse"], term["sparse_cutoff"], term["theta"]
         k = np.exp(-((x[:, None] - x[None, :]) ** 2) / (2 * theta**2)) * cut[:, None] * cut[None, :]
         eig = np.linalg.eigvalsh(k)
-        out[pair_name((chemical_symbols[z[0]], chemical_symbols[z[1]]))] = {
+        out[pair_name(term["symbols"])] = {
             "n_sparse": int(len(x)), "theta_A": theta,
             "condition_number": float(eig.max() / eig.min()) if eig.min() > 0 else float("inf"),
             "min_eigenvalue_over_delta2": float(eig.min()),

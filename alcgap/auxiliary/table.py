@@ -77,7 +77,8 @@ class PairTable:
 
 
 def distance_2b_terms(xml: str | os.PathLike, label: str | None = None) -> list[dict]:
-    """The distance_2b terms of a GAP xml (of the GAP ``label``, or all): species, cutoff, sparse points."""
+    """The distance_2b terms of a GAP xml (of the GAP ``label``, or all): species, cutoff, theta,
+    sparse points (sorted) and their cutoff weights."""
     terms = []
     for params in ET.parse(xml).getroot().iter("GAP_params"):
         if label is not None and params.attrib["label"] != label:
@@ -87,10 +88,13 @@ def distance_2b_terms(xml: str | os.PathLike, label: str | None = None) -> list[
             if not text.startswith("distance_2b"):
                 continue
             value = lambda key: re.search(rf"\b{key}=(\S+)", text).group(1)  # noqa: E731
-            sparse = np.sort([float(s.text) for s in coords.findall("sparseX")])
+            points = coords.findall("sparseX")
+            order = np.argsort([float(p.text) for p in points])
             terms.append({
                 "symbols": (chemical_symbols[int(value("Z1"))], chemical_symbols[int(value("Z2"))]),
-                "cutoff": float(value("cutoff")), "sparse": sparse,
+                "cutoff": float(value("cutoff")), "theta": float(coords.find("theta").text.split()[0]),
+                "sparse": np.array([float(p.text) for p in points])[order],
+                "sparse_cutoff": np.array([float(p.attrib["sparseCutoff"]) for p in points])[order],
             })
     return terms
 
