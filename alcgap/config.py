@@ -250,36 +250,50 @@ def load_fit_config(source: str | Path | dict) -> FitConfig:
 # ---------------------------------------------------------------------------------------------
 # The active-learning campaign: the fit's settings plus exploration, selection, judging, stopping.
 
-#: Shortest physically sensible distance per SiO2 pair (Angstrom) for flags and the clustering
-#: verdict. Si-O bonds are ~1.6 A, O-O edges of the SiO4 tetrahedron ~2.6 A, Si-Si across a
-#: shared O ~3.1 A; even the 5000 K melt keeps Si-O above ~1.35 and O-O, Si-Si above ~2.0 A.
-SIO2_MIN_DISTANCES = {"Si-Si": 2.0, "Si-O": 1.3, "O-O": 1.8}
-
-
 def _check_pair_table(field: str, table: dict[str, float], species: list[str]) -> None:
     wanted = {pair_name(p) for p in species_pairs(species)}
     given = {pair_name(parse_pair(name)) for name in table}
-    if given != wanted:
-        raise ValueError(f"{field}: needs exactly the pairs {sorted(wanted)}, got {sorted(table)}")
+    if not given <= wanted:
+        raise ValueError(f"{field}: {sorted(given - wanted)} are not pairs of species {species}")
+
+
+class DistanceSettings(Strict):
+    """The one per-pair distance table of flags, clustering verdict and collapse abort
+    (see :mod:`alcgap.distances`): flag -> (1 - cluster_margin) clustered -> x collapse_fraction."""
+
+    #: flag distances per pair ("Si-O": 1.5, Angstrom); pairs left out come from the data:
+    #: (1 - data_margin) x their shortest distance in the labelled bootstrap frames
+    flag: dict[str, float] = Field(default_factory=dict)
+    data_margin: float = Field(0.05, ge=0.0, lt=0.5)
+    #: a pair closer than (1 - cluster_margin) x its flag distance makes a frame clustered
+    cluster_margin: float = Field(0.15, gt=0.0, lt=1.0)
+    #: an MD run stops when pairs come closer than collapse_fraction x their clustered distance
+    collapse_fraction: float = Field(0.6, gt=0.0, lt=1.0)
 
 
 class ExploreSettings(Strict):
     """Exploration MD with the current composite GAP: seeds x temperatures x cell sizes."""
 
     seeds: list[int] = Field(default_factory=lambda: [1, 2])
-    #: multipliers of the training cell; the stopping rule looks at the largest (the paper: 10)
+    #: multipliers of the training cell; the stop rule judges ``judge.target_size`` (the paper: 10)
     sizes: list[int] = Field(default_factory=lambda: [1, 10])
     #: melt temperature (K) of each task's melt-and-quench; one task per seed, size and temperature
     temperatures: list[float] = Field(default_factory=lambda: [5000.0])
-    #: fraction of the paper's melt-and-quench length (30k + 20k + 100k steps at 1 fs)
+    #: fraction of the paper's melt-and-quench length (150,000 steps at 1 fs)
     protocol_scale: float = Field(0.02, gt=0.0, le=10.0)
+    #: shares of each run's steps: heating from 300 K, holding at the melt temperature (the rest
+    #: quenches). The paper holds 13%; exploration is about the melt, so it holds longer
+    heat_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    hold_fraction: float = Field(0.4, gt=0.0, lt=1.0)
     timestep: float = Field(1.0, gt=0.0, le=5.0)
     #: monitors run every ``monitor_every`` steps
     monitor_every: int = Field(20, ge=1)
-    #: per-atom predicted variance (eV^2) above which a frame is flagged
-    variance_threshold: float = Field(0.01, gt=0.0)
-    #: pair distances (Angstrom) below which a frame is flagged (and a 10x run judged clustered)
-    min_distances: dict[str, float] = Field(default_factory=lambda: dict(SIO2_MIN_DISTANCES))
+    #: per-atom predicted variance (eV^2) above which an atom is flagged; "auto": calibrated on
+    #: each model: variance_factor x the variance_quantile of the per-atom variance of its own
+    #: training environments (see alcgap.workflow.calibrate)
+    variance_threshold: float | Literal["auto"] = "auto"
+    variance_quantile: float = Field(0.99, gt=0.0, le=1.0)
+    variance_factor: float = Field(3.0, ge=1.0)
 
     @field_validator("sizes")
     @classmethod
@@ -288,24 +302,60 @@ class ExploreSettings(Strict):
             raise ValueError("give cell multipliers >= 1, e.g. [1, 10]")
         return sorted(set(value))
 
+    @field_validator("variance_threshold")
+    @classmethod
+    def _positive(cls, value):
+        if value != "auto" and not value > 0:
+            raise ValueError(f"{value}: give a positive variance in eV^2, or 'auto'")
+        return value
+
+    @model_validator(mode="after")
+    def _shares(self) -> "ExploreSettings":
+        if self.heat_fraction + self.hold_fraction > 1.0:
+            raise ValueError(f"explore.heat_fraction + explore.hold_fraction = "
+                             f"{self.heat_fraction + self.hold_fraction} > 1: they are shares of one run")
+        return self
+
 
 class SelectSettings(Strict):
-    """Which flagged frames get labelled."""
+    """Which flagged local environments get labelled (see alcgap.select)."""
 
-    #: labels per iteration at most
+    #: labels per iteration at most, shared by all exploration runs of the iteration
     budget: int = Field(20, ge=1)
-    #: cosine distance of structure-averaged SOAP vectors below which frames are duplicates
-    min_soap_distance: float = Field(1e-5, ge=0.0)
+    #: per-atom SOAP distance below which two environments are the same event (None: alcgap.select's measured default)
+    min_soap_distance: float | None = Field(None, ge=0.0)
+
+
+class LabelSettings(Strict):
+    """How selected frames become labels."""
+
+    #: frames with more atoms are not labelled whole: a periodic sub-cell is carved around each
+    #: flagged region (alcgap.carve). None: the training cell's size
+    max_atoms: int | None = Field(None, ge=1)
+    #: surroundings kept around the flagged atoms of a carved cell (Angstrom; None: the SOAP cutoff)
+    carve_radius: float | None = Field(None, gt=0.0)
 
 
 class JudgeSettings(Strict):
-    """What an iteration must show for the campaign to stop (besides clean 10x runs)."""
+    """What an iteration must show for the campaign to stop."""
 
+    #: the stop rule judges the runs at this cell size, in multiples of the training cell (the
+    #: paper: 10). explore.sizes must include it. A smaller one is allowed, and the summary says so
+    target_size: int = Field(10, ge=1)
     max_energy_mae: float = Field(10.0, gt=0.0, description="meV/atom on the held-out set")
     max_force_rmse: float = Field(1.0, gt=0.0, description="eV/A on the held-out set")
-    #: clustering detector thresholds (alcgap.analysis.clustering.ClusteringCriteria fields);
-    #: None: SiO2's physically justified defaults for Si + O, covalent radii otherwise
+    #: clustering detector settings besides the short pairs (neighbour_cutoff, max_coordination,
+    #: max_like_neighbours: alcgap.analysis.clustering.ClusteringCriteria fields); None: SiO2's
+    #: for Si + O, covalent radii otherwise. Short pairs come from the ``distances`` table
     clustering: dict | None = None
+
+    @field_validator("clustering")
+    @classmethod
+    def _no_second_table(cls, value):
+        if value and "min_distance" in value:
+            raise ValueError("judge.clustering.min_distance: short pairs come from the one distance table; "
+                             "set distances.flag (and distances.cluster_margin) instead")
+        return value
 
 
 class StopSettings(Strict):
@@ -320,18 +370,21 @@ class CampaignConfig(FitConfig):
     explore: ExploreSettings = Field(default_factory=ExploreSettings)
     select: SelectSettings = Field(default_factory=SelectSettings)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    distances: DistanceSettings = Field(default_factory=DistanceSettings)
+    label: LabelSettings = Field(default_factory=LabelSettings)
     stop: StopSettings = Field(default_factory=StopSettings)
     traditional: bool = False
 
     @model_validator(mode="after")
-    def _explore_pairs_match_species(self) -> "CampaignConfig":
-        if self.explore.min_distances == SIO2_MIN_DISTANCES and set(self.species) != {"Si", "O"}:
-            raise ValueError("explore.min_distances: the defaults are SiO2's; give a minimum for every pair of your species")
-        _check_pair_table("explore.min_distances", self.explore.min_distances, self.species)
+    def _campaign_consistent(self) -> "CampaignConfig":
+        _check_pair_table("distances.flag", self.distances.flag, self.species)
+        if self.judge.target_size not in self.explore.sizes:
+            raise ValueError(
+                f"judge.target_size={self.judge.target_size}: explore.sizes {self.explore.sizes} has no run at that "
+                f"size, so the stop rule could never judge it; add {self.judge.target_size} to explore.sizes, or set "
+                "judge.target_size to a size you explore (the stop rule is then not the paper's 10x, and the summary says so)"
+            )
         return self
-
-    def min_distance_table(self) -> dict[Pair, float]:
-        return {parse_pair(name): value for name, value in self.explore.min_distances.items()}
 
 
 def load_campaign_config(source: str | Path | dict) -> CampaignConfig:

@@ -1,111 +1,353 @@
-"""Selection of exploration frames for labelling: flags, de-duplication in SOAP space, a budget.
+"""Selection of flagged local environments (atoms, not frames) for labelling.
 
-A frame is a candidate when the MD monitors flagged it: its largest per-atom predicted variance
-is above the threshold, or a species pair came closer than its minimum distance. Candidates are
-ranked (short pairs first: they are the structures a potential must learn to repel; then by
-variance), and accepted greedily while they are farther than ``min_distance`` in the space of
-structure-averaged SOAP vectors from every frame accepted before them and from the frames
-already in the training set, until the budget is spent. Near-duplicates (consecutive MD frames
-of the same event) would otherwise eat the labelling budget with one configuration.
+The MD monitors flag atoms, not frames: ``arrays["short_pair_ratio"]`` (the atom's closest pair
+over that species pair's own flag distance; < 1 is flagged) and ``arrays["local_gap_variance"]``
+(eV^2; above ``variance_threshold`` is flagged). Every flagged atom is a candidate environment:
+
+1. ranked: short pairs first, by ratio ascending (a Si-Si pair at 0.8 of its minimum beats a
+   Si-O pair at 0.9 of its own, although the Si-O distance is shorter), then high variance by
+   variance / threshold descending; an atom flagged both ways is a short pair; equal scores in
+   (frame index, atom index) order, so the same inputs always give the same choice;
+2. taken greedily in that order, each candidate is
+   - *merged* into an event already chosen in its own frame when it lies within
+     ``merge_radius`` (minimum image) of that event's chosen atom, or anywhere in a frame of at
+     most ``whole_frame_atoms`` atoms (labelled whole: one event per frame); merged atoms are
+     appended to the event's centres and cost no budget (so is a flagged atom turned away below
+     before an event was chosen next to it);
+   - a *duplicate* of the same event seen again when an event was chosen in another frame of
+     the same MD run (``info["task"]``) at most ``same_event_steps`` steps away (``info["md_step"]``)
+     and the candidate lies within ``merge_radius`` of that event's chosen atom in its own frame
+     (atom indices are the run's atom ids, so the chosen atom is followed through time; frames
+     without a task id count as one run, frames without ``md_step`` skip this rule);
+   - a *duplicate* when its per-atom SOAP distance to an environment already chosen (any centre
+     of any event) or to any environment of ``known`` (every atom of the training frames) of the
+     same species is below ``min_distance``;
+   - *over budget* once ``budget`` events are chosen;
+   - otherwise a new :class:`Event`.
+
+With no flagged atom at all and ``fallback`` on, every atom is a candidate of kind
+"informative", ranked by variance descending when every frame has it, else by farthest-point
+sampling from the known (and then the chosen) environments; the same rules apply, except that
+atoms near a chosen centre are skipped instead of merged (they were not flagged).
+
+SOAP distance: 1 - cosine similarity of L2-normalised per-atom SOAP vectors (quippy ``soap
+average=F``, n_max = l_max = 4, cutoff 4 A, atom_sigma 0.5 by default); 0 is identical.
+
+Why two duplicate rules, and why 2e-3 (measured by ``benchmarks/select_threshold.py``: Vashishta
+SiO2 in LAMMPS through :func:`alcgap.md.lammps.run_md`, 240 atoms = 24-atom beta-cristobalite
+x 10, NVT, 1 fs steps, a frame every 10 fs, 1 ps dropped then 2 ps kept; 5th percentile / median /
+95th percentile of the distance, and the fraction below 2e-3):
+
+============================  ============================  ============================
+pair of environments          Si 4000 K                     O 4000 K
+============================  ============================  ============================
+same atom, 10 fs later        9.2e-4 / 3.7e-3 / 1.6e-2  24%  2.5e-3 / 9.6e-3 / 3.4e-2   3%
+same atom, 20 fs              1.9e-3 / 8.0e-3 / 3.3e-2   5%  5.7e-3 / 2.1e-2 / 7.3e-2   0%
+same atom, 50 fs              2.8e-3 / 1.3e-2 / 5.5e-2   2%  8.7e-3 / 3.1e-2 / 1.1e-1   0%
+same atom, 100 fs             3.2e-3 / 1.5e-2 / 7.0e-2   1%  1.0e-2 / 3.5e-2 / 1.2e-1   0%
+same atom, 500 fs             3.4e-3 / 1.6e-2 / 7.0e-2   1%  1.0e-2 / 3.6e-2 / 1.2e-1   0%
+different atoms, one frame    3.4e-3 / 1.6e-2 / 6.8e-2   1%  1.0e-2 / 3.6e-2 / 1.2e-1   0%
+flagged atom, 10 fs later     1.6e-3 / 5.4e-3 / 2.0e-2  15%  5.0e-3 / 1.4e-2 / 4.6e-2   0%
+nearest of 10 frames' atoms   6.4e-4 / 1.3e-3 / 4.2e-3  76%  1.8e-3 / 3.5e-3 / 8.0e-3   8%
+same, flagged atoms only      1.0e-3 / 2.6e-3 / 6.6e-3  31%  3.4e-3 / 5.6e-3 / 1.1e-2   0%
+same atom 10 fs, 1500 K       2.8e-4 / 1.2e-3 / 6.8e-3  68%  9.2e-4 / 3.9e-3 / 1.6e-2  22%
+different atoms, 1500 K       1.3e-3 / 8.3e-3 / 5.5e-2  12%  5.2e-3 / 2.1e-2 / 7.5e-2   0%
+============================  ============================  ============================
+
+("flagged": a pair under Si-O 1.4, O-O 2.2, Si-Si 2.6 A, 1.85 atoms per frame at 4000 K; "10
+frames": the 800 Si / 1600 O environments of 10 frames 0.5-1 ps later, as a training set of
+that run would offer them.) In the 4000 K melt an atom's environment is as far from itself
+50-100 fs earlier as from any other atom: no SOAP threshold separates "the same event 10-20 fs
+later" from distinct environments there -- the median 10 fs repeat (3.7e-3 Si) sits at the 5th
+percentile of distinct pairs. Hence the time rule for repeats within one run (on 1 ps of the
+4000 K run with every flagged atom a candidate: 94 events of which 13 repeat an event 10-20 fs
+earlier without it, 76 and none with it). ``min_distance`` = 2e-3 is the 1st percentile of
+distinct Si-Si pairs at 4000 K (O: none below): it seldom calls two different environments the
+same, and catches what the time rule cannot -- slow repeats in a cooler run (1500 K: 68% of the
+Si, 22% of the O repeats 10 fs later), re-flagged environments of other runs, and environments
+the training set already has (closer to one than the same atom is to itself 10 fs later).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
-from sklearn.metrics.pairwise import cosine_distances
 from sklearn.preprocessing import normalize
+
+#: per-atom SOAP distance (1 - cosine) below which two environments are the same (module docstring)
+MIN_DISTANCE = 2e-3
+SHORT_PAIR, VARIANCE, INFORMATIVE = "short_pair", "variance", "informative"
 
 
 @dataclass
 class SelectionSettings:
-    """How many frames to label per iteration and what counts as a duplicate."""
+    """How many events to label and what counts as the same event (see the module docstring)."""
 
-    #: labels per iteration at most
+    #: events (labels) to choose at most
     budget: int = 20
-    #: cosine distance between normalised structure-averaged SOAP vectors below which two frames
-    #: are the same configuration (1 - cosine similarity; 0 = identical). Seen on 24-atom SiO2:
-    #: independent 0.15 A rattles of one crystal 7e-5 to 1e-3 apart, 1e-5 A rattles ~1e-12
-    min_distance: float = 1e-5
-    #: SOAP for the comparison: cheaper than the model's own, shape is what matters here
+    #: per-atom SOAP distance (1 - cosine similarity of normalised vectors) below which two
+    #: environments of one species are the same: 2e-3, the 1st percentile of distinct Si
+    #: environments in 4000 K Vashishta SiO2 (benchmarks/select_threshold.py), measured with the
+    #: default SOAP below: other SOAP settings change the scale (re-run the benchmark). None: that default
+    min_distance: float | None = MIN_DISTANCE
+    #: per-atom predicted variance (eV^2) above which an atom is flagged; None: variance flags nothing
+    variance_threshold: float | None = None
+    #: flagged atoms of one frame within this distance (A, minimum image) of an event's chosen
+    #: atom belong to that event
+    merge_radius: float = 4.0
+    #: frames with at most this many atoms are labelled whole: their events merge into one
+    whole_frame_atoms: int = 0
+    #: an event seen again in the same MD run within this many steps (and within merge_radius
+    #: of its chosen atom) is a duplicate: 20 fs at the 1 fs exploration timestep, the repeats
+    #: SOAP cannot tell from new environments in a hot melt
+    same_event_steps: int = 20
     soap_n_max: int = 4
     soap_l_max: int = 4
     soap_cutoff: float = 4.0
+    soap_atom_sigma: float = 0.5
+    #: with no flagged atom: choose the most informative atoms (highest variance, else farthest
+    #: from the known environments)
+    fallback: bool = True
+
+    def __post_init__(self):
+        if self.min_distance is None:
+            self.min_distance = MIN_DISTANCE
+
+
+@dataclass
+class Event:
+    """One chosen local environment."""
+
+    frame: int  # index into the candidate frames
+    centres: list[int]  # atom indices: the chosen atom first, merged atoms appended
+    kind: str  # "short_pair" | "variance" | "informative"
+    score: float  # the ranking score (ratio, variance / threshold, variance or FPS distance)
+    soap_distance: float  # to the nearest known or previously chosen environment (inf: none)
 
 
 @dataclass
 class Selection:
-    """The chosen frames (in priority order) and why the others were not chosen."""
+    """The chosen events in priority order, and what became of every other candidate."""
 
-    chosen: list[Atoms]
-    n_candidates: int
+    events: list[Event]
+    n_candidates: int  # flagged atoms (0 when the fallback chose)
     n_duplicates: int
     n_over_budget: int
     details: list[dict] = field(default_factory=list)
+    n_merged: int = 0
+    fallback: bool = False
+
+    def frames(self, candidates: Sequence[Atoms]) -> list[Atoms]:
+        """One copy per chosen frame (first event's order; no calculator; info and arrays kept)
+        with ``info["centre_atoms"]`` (all its events' centres; read back with
+        :func:`centre_atoms`), ``info["selection_kind"]``, ``info["selection_score"]`` and
+        ``info["soap_distance"]`` of its first event, and ``info["n_events"]``."""
+        chosen: dict[int, list[Event]] = {}
+        for event in self.events:
+            chosen.setdefault(event.frame, []).append(event)
+        out = []
+        for index, events in chosen.items():
+            copy = candidates[index].copy()
+            copy.calc = None
+            first = events[0]
+            copy.info["centre_atoms"] = np.array([c for e in events for c in e.centres], dtype=int)
+            copy.info["selection_kind"] = first.kind
+            copy.info["selection_score"] = float(first.score)
+            copy.info["soap_distance"] = float(first.soap_distance) if np.isfinite(first.soap_distance) else -1.0
+            copy.info["n_events"] = len(events)
+            out.append(copy)
+        return out
 
 
-def soap_vectors(frames: Sequence[Atoms], species: Sequence[str], settings: SelectionSettings) -> np.ndarray:
-    """Structure-averaged SOAP vectors, L2-normalised, one row per frame."""
+def centre_atoms(atoms: Atoms) -> list[int]:
+    """``info["centre_atoms"]`` as a list, also after an extxyz round trip (which reads one index back as an int)."""
+    value = atoms.info.get("centre_atoms", [])
+    if isinstance(value, str):
+        value = value.split()
+    return [int(i) for i in np.atleast_1d(value)]
+
+
+def per_atom_soap(frames: Sequence[Atoms], species: Sequence[str], settings: SelectionSettings,
+                  atoms_of: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """L2-normalised per-atom SOAP rows (quippy ``soap ... average=F``): every atom of every
+    frame in order, or only ``atoms_of[k]`` of frame k (rows in the order given)."""
     from quippy.descriptors import Descriptor
 
-    if not frames:
-        return np.zeros((0, 1))
     zs = " ".join(str(atomic_numbers[s]) for s in species)
     descriptor = Descriptor(
         f"soap n_max={settings.soap_n_max} l_max={settings.soap_l_max} cutoff={settings.soap_cutoff} "
-        f"atom_sigma=0.5 average=T n_species={len(species)} species_Z={{{zs}}}"
+        f"atom_sigma={settings.soap_atom_sigma} average=F n_species={len(species)} species_Z={{{zs}}}"
     )
-    vectors = np.array([descriptor.calc(frame)["data"][0] for frame in frames])
-    return normalize(vectors)
-
-
-def frame_copy(frame: Atoms) -> Atoms:
-    """A copy without any calculator, keeping the monitor's info."""
-    copy = Atoms(frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
-    copy.info.update(frame.info)
-    return copy
-
-
-def priority(frame: Atoms) -> tuple:
-    """Sort key: frames with a short pair first (shortest first), then by largest variance."""
-    short = "short pair" in str(frame.info.get("flag_reasons", ""))
-    return (0 if short else 1, float(frame.info.get("min_distance", np.inf)) if short else 0.0,
-            -float(frame.info.get("max_variance", 0.0)))
-
-
-def select_frames(
-    candidates: Sequence[Atoms],
-    species: Sequence[str],
-    settings: SelectionSettings,
-    known: Sequence[Atoms] = (),
-    rank: Callable[[Atoms], tuple] = priority,
-) -> Selection:
-    """Greedy, de-duplicated, budgeted choice among flagged frames (see the module docstring)."""
-    order = sorted(range(len(candidates)), key=lambda i: rank(candidates[i]))
-    vectors = soap_vectors([candidates[i] for i in order], species, settings)
-    # running distance of every candidate to its nearest accepted (or already known) frame
-    nearest = np.full(len(order), np.inf)
-    if known and len(order):
-        nearest = cosine_distances(vectors, soap_vectors(list(known), species, settings)).min(axis=1)
-    chosen, details = [], []
-    n_duplicates = n_over_budget = 0
-    for row, index in enumerate(order):
-        distance = float(nearest[row])
-        if distance < settings.min_distance:
-            n_duplicates += 1
-            details.append({"candidate": index, "decision": "duplicate", "soap_distance": distance})
+    rows = []
+    for k, frame in enumerate(frames):
+        wanted = None if atoms_of is None else np.asarray(atoms_of[k], dtype=int)
+        if wanted is not None and not len(wanted):
             continue
-        if len(chosen) >= settings.budget:
-            n_over_budget += 1
-            details.append({"candidate": index, "decision": "over_budget", "soap_distance": distance})
+        if wanted is None:
+            out = descriptor.calc(frame)
+        else:
+            masked = Atoms(frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
+            mask = np.zeros(len(frame), dtype=bool)
+            mask[wanted] = True
+            masked.arrays["alcgap_select_mask"] = mask
+            out = descriptor.calc(masked, args_str="atom_mask_name=alcgap_select_mask")
+        data, centres = out["data"], np.asarray(out["ci"]) - 1  # quippy's centre indices are 1-based
+        row_of = {int(c): r for r, c in enumerate(centres)}
+        order = range(len(frame)) if wanted is None else wanted
+        rows.append(data[[row_of[int(i)] for i in order]])
+    if not rows:
+        return np.zeros((0, 1))
+    return normalize(np.concatenate(rows))
+
+
+def _nearest(vectors: np.ndarray, z: np.ndarray, others: np.ndarray, z_others: np.ndarray) -> np.ndarray:
+    """Per row of ``vectors``: the smallest SOAP distance to a row of ``others`` of the same species."""
+    nearest = np.full(len(vectors), np.inf)
+    for species in np.unique(z):
+        rows, pool = np.flatnonzero(z == species), others[z_others == species]
+        if not len(pool):
             continue
-        selected = frame_copy(candidates[index])
-        selected.info["soap_distance"] = distance if np.isfinite(distance) else -1.0
-        chosen.append(selected)
-        nearest = np.minimum(nearest, cosine_distances(vectors, vectors[row : row + 1])[:, 0])
-        details.append({"candidate": index, "decision": "chosen", "soap_distance": distance})
-    return Selection(chosen, len(candidates), n_duplicates, n_over_budget, details)
+        step = max(1, 4_000_000 // len(pool))  # bounded memory on big cells and training sets
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            nearest[chunk] = np.maximum(0.0, 1.0 - (vectors[chunk] @ pool.T).max(axis=1))
+    return nearest
+
+
+def _flagged(frame: Atoms, threshold: float | None) -> list[tuple[int, str, float]]:
+    """(atom, kind, score) of a frame's flagged atoms."""
+    n = len(frame)
+    ratio = np.asarray(frame.arrays.get("short_pair_ratio", np.full(n, np.inf)), dtype=float)
+    variance = frame.arrays.get("local_gap_variance")
+    short = ratio < 1.0
+    high = np.zeros(n, dtype=bool) if variance is None or threshold is None else (np.asarray(variance) > threshold) & ~short
+    return ([(int(a), SHORT_PAIR, float(ratio[a])) for a in np.flatnonzero(short)]
+            + [(int(a), VARIANCE, float(variance[a]) / threshold) for a in np.flatnonzero(high)])
+
+
+def select_environments(candidates: Sequence[Atoms], species: Sequence[str], settings: SelectionSettings,
+                        known: Sequence[Atoms] = ()) -> Selection:
+    """Greedy, de-duplicated, budgeted choice of flagged local environments (module docstring)."""
+    flagged = [(f, a, kind, score) for f, frame in enumerate(candidates)
+               for a, kind, score in _flagged(frame, settings.variance_threshold)]
+    fallback = not flagged and settings.fallback
+    farthest_first = False
+    if fallback:
+        variances = [frame.arrays.get("local_gap_variance") for frame in candidates]
+        use_variance = bool(candidates) and all(v is not None for v in variances)
+        flagged = [(f, a, INFORMATIVE, float(variances[f][a]) if use_variance else 0.0)
+                   for f, frame in enumerate(candidates) for a in range(len(frame))]
+        farthest_first = not use_variance
+    if not flagged:
+        return Selection([], 0, 0, 0)
+    order = {SHORT_PAIR: 0, VARIANCE: 1, INFORMATIVE: 1}
+    flagged.sort(key=lambda c: (order[c[2]], c[3] if c[2] == SHORT_PAIR else -c[3], c[0], c[1]))
+
+    frame_of = np.array([c[0] for c in flagged])
+    atom_of = np.array([c[1] for c in flagged])
+    z = np.array([candidates[f].numbers[a] for f, a in zip(frame_of, atom_of)])
+    atoms_of = [atom_of[frame_of == f] for f in range(len(candidates))]
+    vectors = per_atom_soap(candidates, species, settings, atoms_of)
+    # rows of per_atom_soap are grouped by frame; put them back in rank order
+    by_frame = np.argsort(frame_of, kind="stable")
+    vectors = vectors[np.argsort(by_frame, kind="stable")]
+    nearest = np.full(len(flagged), np.inf)
+    if known:
+        known_vectors = per_atom_soap(known, species, settings)
+        nearest = _nearest(vectors, z, known_vectors, np.concatenate([k.numbers for k in known]))
+
+    events: list[Event] = []
+    details: list[dict] = []
+    counts = {"duplicate": 0, "same_event": 0, "over_budget": 0, "merged": 0}
+    remaining = np.ones(len(flagged), dtype=bool)
+
+    def add_centre(row: int) -> None:
+        same = z == z[row]
+        nearest[same] = np.minimum(nearest[same], np.maximum(0.0, 1.0 - vectors[same] @ vectors[row]))
+
+    while remaining.any():
+        if fallback and len(events) >= settings.budget:
+            # nothing was flagged, so nothing merges: the rest is over budget
+            counts["over_budget"] += int(remaining.sum())
+            break
+        if fallback and farthest_first:
+            # farthest point: the remaining atom farthest from everything known or chosen
+            pool = np.flatnonzero(remaining)
+            row = int(pool[np.argmax(nearest[pool])])  # argmax takes the first: rank order breaks ties
+            if nearest[row] < settings.min_distance:  # the farthest is a duplicate: so are all the rest
+                counts["duplicate"] += len(pool)
+                break
+        else:
+            row = int(np.argmax(remaining))
+        remaining[row] = False
+        f, a, kind, score = flagged[row]
+        frame, distance = candidates[f], float(nearest[row])
+        if fallback and farthest_first:
+            score = distance
+        decision, event_index = _decide(f, a, frame, candidates, events, distance, settings)
+        if decision == "merged" and fallback:
+            decision = "near_event"  # not flagged: it is labelled with the event, not a centre of it
+        if decision == "new":
+            event_index = len(events)
+            events.append(Event(f, [a], kind, score, distance))
+            add_centre(row)
+            decision = "chosen"
+        elif decision == "merged":
+            events[event_index].centres.append(a)
+            add_centre(row)
+        if decision in counts:
+            counts[decision] += 1
+        details.append({"frame": f, "atom": a, "kind": kind, "score": score, "decision": decision,
+                        "soap_distance": distance, "event": event_index})
+    if not fallback:
+        # a flagged atom turned away before an event was chosen next to it in its frame is part of that event
+        for entry in details:
+            if entry["decision"] in ("duplicate", "same_event", "over_budget"):
+                event_index = _merge_into(entry["frame"], entry["atom"], candidates[entry["frame"]], events, settings)
+                if event_index is not None:
+                    events[event_index].centres.append(entry["atom"])
+                    counts[entry["decision"]] -= 1
+                    counts["merged"] += 1
+                    entry.update(decision="merged", event=event_index)
+    return Selection(events, 0 if fallback else len(flagged), counts["duplicate"] + counts["same_event"],
+                     counts["over_budget"], details, counts["merged"], fallback)
+
+
+def _merge_into(f: int, a: int, frame: Atoms, events: list[Event], settings: SelectionSettings) -> int | None:
+    """The event of frame ``f`` that atom ``a`` belongs to: the frame's first in a whole-labelled
+    frame, else the one whose chosen atom is nearest within ``merge_radius``; None: none."""
+    here = [k for k, e in enumerate(events) if e.frame == f]
+    if not here:
+        return None
+    if len(frame) <= settings.whole_frame_atoms:
+        return here[0]
+    gaps = frame.get_distances(a, [events[k].centres[0] for k in here], mic=True)
+    return here[int(np.argmin(gaps))] if gaps.min() <= settings.merge_radius else None
+
+
+def _decide(f: int, a: int, frame: Atoms, candidates: Sequence[Atoms], events: list[Event], distance: float,
+            settings: SelectionSettings) -> tuple[str, int | None]:
+    """What becomes of candidate atom ``a`` of frame ``f``: merged into an event of its frame, a
+    repeat of an event of a nearby step of its run, a SOAP duplicate, over budget, or new."""
+    whole = len(frame) <= settings.whole_frame_atoms
+    here = _merge_into(f, a, frame, events, settings)
+    if here is not None:
+        return "merged", here
+    step, task = frame.info.get("md_step"), frame.info.get("task")
+    if step is not None:
+        for k, event in enumerate(events):
+            other = candidates[event.frame]
+            if (event.frame == f or other.info.get("task") != task or other.info.get("md_step") is None
+                    or abs(int(other.info["md_step"]) - int(step)) > settings.same_event_steps or len(other) != len(frame)):
+                continue
+            if whole or frame.get_distance(a, event.centres[0], mic=True) <= settings.merge_radius:
+                return "same_event", k
+    if distance < settings.min_distance:
+        return "duplicate", None
+    if len(events) >= settings.budget:
+        return "over_budget", None
+    return "new", None

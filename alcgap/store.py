@@ -27,10 +27,9 @@ Rules
   retried with the same settings (a structure on which SCF did not converge will not converge
   the next time either) unless ``retry_failed=True``; time-outs are retried by default, as they
   say more about the queue than about the structure (:data:`RETRIED_BY_DEFAULT`).
-- **Splits are stable.** :meth:`LabelStore.split` puts a structure in the test set when a hash
-  of (seed, fingerprint) falls below the test fraction: the same seed gives the same split, new
-  rows never move old ones between train and test, and every label of one structure (under any
-  settings) lands on the same side. The test fraction is met on average, not exactly.
+- **The store does not split.** Frames 100 fs apart are correlated, so a per-frame split leaks:
+  the campaign fixes its held-out set once, as contiguous blocks of the bootstrap trajectory
+  (:func:`alcgap.workflow.fit.split`), and trains on every label the loop selects.
 - **Writes are atomic.** Each label is a single ASE ``write``, one SQL transaction: a process
   killed mid-write leaves every finished row intact and no partial row. SQLite runs in WAL mode,
   so readers (``alcgap status``) never block the writer and see only committed rows; several
@@ -49,7 +48,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -105,6 +104,9 @@ class Provenance:
     variance: float | None = None
     min_distance: float | None = None
     reason: str = ""
+    #: JSON-ready details kept with the row and returned in ``atoms.info``: the selected atoms
+    #: (``centre_atoms``), and for a carved cell its source frame and carving parameters
+    details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.iteration, bool) or not isinstance(self.iteration, (int, np.integer)) or self.iteration < 0:
@@ -217,7 +219,8 @@ class LabelStore:
         }
         optional = {"variance": provenance.variance, "min_distance": provenance.min_distance, "started": started, "finished": finished}
         keys.update({key: float(value) for key, value in optional.items() if value is not None})
-        data = {"label_reason": label.reason, "selection_reason": provenance.reason, "label_info": label.info}
+        data = {"label_reason": label.reason, "selection_reason": provenance.reason, "label_info": label.info,
+                "details": provenance.details}
         return self._db.write(record, key_value_pairs=keys, data={key: value for key, value in data.items() if value})
 
     def register_settings(self, reference_name: str, settings_hash: str, settings: dict[str, Any]) -> None:
@@ -353,23 +356,6 @@ class LabelStore:
             raise TypeError("export_extxyz: only OK labels are training data; drop the status argument")
         return write_training_xyz(self.labelled(**selection), path, use_forces=use_forces, use_virials=use_virials)
 
-    def split(self, seed: int, test_fraction: float, **selection: Any) -> tuple[list[Atoms], list[Atoms]]:
-        """Selected OK labels as (train, test), assigned by a hash of (seed, fingerprint)."""
-        if not 0.0 <= test_fraction <= 1.0:
-            raise ValueError(f"test_fraction: between 0 and 1, got {test_fraction}")
-        if "status" in selection:
-            raise TypeError("split: only OK labels are split; drop the status argument")
-        train, test = [], []
-        for atoms in self.labelled(**selection):
-            (test if _unit_hash(seed, atoms.info["fingerprint"]) < test_fraction else train).append(atoms)
-        return train, test
-
-
-def _unit_hash(seed: int, key: str) -> float:
-    """A number in [0, 1) fixed by (seed, key), uniform over keys."""
-    digest = hashlib.sha256(f"{int(seed)}/{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
 
 def label_from_row(row: AtomsRow) -> Label:
     """The :class:`Label` a row stores."""
@@ -392,6 +378,7 @@ def atoms_from_row(row: AtomsRow) -> Atoms:
     info = {key: row.get(key) for key in row.key_value_pairs}
     info["settings_hash"] = info["settings_hash"].removeprefix(_HASH)  # as Reference.settings_hash() gives it
     info.update({key: row.data[key] for key in ("label_reason", "selection_reason") if key in row.data})
+    info.update(row.data.get("details", {}))
     info["row_id"] = row.id
     atoms.info.update(info)
     return atoms

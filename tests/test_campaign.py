@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
 from pathlib import Path
 
+import ase.io
 import pytest
 
 from alcgap.config import load_campaign_config
@@ -20,7 +20,10 @@ from alcgap.reference import LammpsReference
 from alcgap.store import LabelStore
 from alcgap.workflow.campaign import ResumeRefused, resume_campaign, run_campaign
 
-# 24-atom SiO2; exploration at 1x and 2x the cell (10x in the paper: configs/sio2.yaml).
+# The classical twin of the demo (configs/sio2-quick.yaml): 24-atom SiO2 with a deliberately thin
+# bootstrap (one short melt, 18 frames), so the first model is not good enough at 4000 K and the
+# loop must repair it. The suite judges 2x cells (48 atoms), said explicitly by judge.target_size;
+# the demo and benchmarks/campaign_learning.py judge the paper's 10x.
 QUICK = {
     "name": "test",
     "species": ["Si", "O"],
@@ -29,14 +32,13 @@ QUICK = {
     "reference": {"kind": "lammps"},
     "main": {"soap": {"n_sparse": 100}},
     "data": {"n_atoms": 24, "sample_every": 100, "test_fraction": 0.3, "protocol": [
-        {"steps": 1000, "t_start": 300, "t_end": 4000},
-        {"steps": 500, "t_start": 4000, "t_end": 4000},
-        {"steps": 1500, "t_start": 4000, "t_end": 300}]},
-    "explore": {"seeds": [1], "sizes": [1, 2], "protocol_scale": 0.002, "monitor_every": 10,
-                "variance_threshold": 0.002},
+        {"steps": 600, "t_start": 300, "t_end": 4000},
+        {"steps": 300, "t_start": 4000, "t_end": 4000},
+        {"steps": 900, "t_start": 4000, "t_end": 300}]},
+    "explore": {"seeds": [1], "sizes": [1, 2], "temperatures": [4000], "protocol_scale": 0.004, "monitor_every": 10},
     "select": {"budget": 6},
-    "judge": {"max_energy_mae": 40.0, "max_force_rmse": 2.0},
-    "stop": {"max_iterations": 3},
+    "judge": {"target_size": 2, "max_energy_mae": 40.0, "max_force_rmse": 1.0},
+    "stop": {"max_iterations": 4},
 }
 
 
@@ -52,26 +54,40 @@ def campaign(tmp_path_factory):
     return run_dir, run_campaign(load_campaign_config(QUICK), run_dir)
 
 
-def test_campaign_reaches_its_stopping_rule(campaign):
+def test_campaign_learns_and_stops_on_the_target_size(campaign):
     run_dir, summary = campaign
-    assert summary["stopped_by"] in ("converged", "max_iterations")
-    assert 1 <= summary["iterations"] <= 3
     metrics = summary["metrics"]
-    assert metrics and all(m["errors"]["energy_mae"] > 0 for m in metrics)
-    if summary["stopped_by"] == "converged":
-        last = metrics[-1]
-        assert all(v == "clean" for k, v in last["clustering"].items() if last["sizes"][k] == max(last["sizes"].values()))
+    assert summary["stopped_by"] == "converged", summary["why"]
+    assert summary["target_size"] == 2 and summary["target_is_10x"] is False
+    assert len(metrics) >= 2, "the thin bootstrap should not be good enough for the first model"
+    first, last = metrics[0], metrics[-1]
+    # what failed in iteration 1 was repaired: its target runs were not clean, the last ones are
+    assert any(first["clustering"][t] != "clean" for t, size in first["sizes"].items() if size == 2)
+    assert all(last["clustering"][t] == "clean" for t, size in last["sizes"].items() if size == 2)
+    # the second model knows more: fewer flagged atoms per monitored atom, lower error on the
+    # frames it chose (labelled after its fit: the prospective error)
+    flagged = [sum(m["flagged_atom_fraction"].values()) for m in metrics[:2]]
+    assert flagged[1] < flagged[0], flagged
+    prospective = [m["prospective_errors"]["force_rmse"] for m in metrics[:2]]
+    assert prospective[1] < prospective[0], prospective
+    for m in metrics[:-1]:
+        assert m["new_labels"] > 0  # every iteration but the converged one learned something
+    # the held-out set is fixed once and no selected label is ever in it
+    state = json.loads((run_dir / "iter-000" / "state.json").read_text())["stages"]
+    test_keys = set(state["split"]["test"])
     store = LabelStore(run_dir / "data.db")
-    counts = store.summary()
-    assert counts.by_origin.get("dimer", 0) > 30 and counts.by_origin.get("bootstrap", 0) >= 20
     explored = [row for row in store.rows() if row.origin.startswith("explore:")]
-    assert explored, "no exploration frame was selected and labelled"
-    # provenance of a selected frame says why it was chosen
+    assert explored and not {row.fingerprint for row in explored} & test_keys
+    assert all(m["n_test"] == len(test_keys) for m in metrics)
+    for k in range(1, len(metrics) + 1):
+        train = ase.io.read(run_dir / f"iter-{k:03d}" / "train.xyz", ":")
+        assert not {a.info["fingerprint"] for a in train} & test_keys
+    # every selected label says which atoms it was chosen for; a 48-atom frame is too small to
+    # carve a radius-4 A cell out of, so it is labelled whole and says why
+    assert all(row.data["details"]["centre_atoms"] for row in explored)
+    assert all(row.natoms <= 24 or "carve_failed" in row.data["details"] for row in explored)
     assert all(row.get("variance") is not None or row.get("min_distance") is not None for row in explored)
     no_duplicate_labels(store)
-    for k in range(1, summary["iterations"] + 1):
-        state = json.loads((run_dir / f"iter-{k:03d}" / "state.json").read_text())
-        assert {"fit", "explore_select_label", "judge"} <= set(state["stages"])
 
 
 def test_status_and_report_of_a_finished_campaign(campaign):
@@ -154,7 +170,8 @@ def test_python_api_with_a_custom_selection(tmp_path, monkeypatch):
             atoms.info["flag_reasons"] = "custom: most uncertain"
         return ranked
 
-    config = dict(QUICK, explore=dict(QUICK["explore"], sizes=[1]), stop={"max_iterations": 1})
+    config = dict(QUICK, explore=dict(QUICK["explore"], sizes=[1]), judge=dict(QUICK["judge"], target_size=1),
+                  stop={"max_iterations": 1})
     summary = run_campaign(config, tmp_path / "run", select_fn=most_uncertain_two)
     assert summary["iterations"] == 1
     store = LabelStore(tmp_path / "run" / "data.db")

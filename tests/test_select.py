@@ -1,55 +1,223 @@
-"""Selection (flags -> SOAP de-duplication -> budget) and the stopping rule."""
+"""Selection of flagged local environments (flags -> merge -> same event -> SOAP de-duplication
+-> budget) with real per-atom quippy SOAP and real Vashishta MD, and the stopping rule."""
 
 from __future__ import annotations
 
 import math
 
+import ase.io
+import numpy as np
 import pytest
+from ase.neighborlist import neighbor_list
 
 from alcgap.config import ConfigError, load_campaign_config
-from alcgap.select import SelectionSettings, select_frames
+from alcgap.md.classical import run_classical_md
+from alcgap.md.protocols import nvt, scaled_cell
+from alcgap.reference import vashishta_sio2_commands
+from alcgap.select import MIN_DISTANCE, SelectionSettings, centre_atoms, per_atom_soap, select_environments
 from alcgap.structures import beta_cristobalite, rattled
 from alcgap.workflow.stop import Judgement, decide
 
+SPECIES = ["Si", "O"]
+#: flag distances (Angstrom) as the monitors use them
+FLAG = {("Si", "O"): 1.4, ("O", "Si"): 1.4, ("O", "O"): 2.2, ("Si", "Si"): 2.6}
 
-def flagged(atoms, variance=0.0, short=None):
-    atoms.info["max_variance"] = variance
-    if short is not None:
-        atoms.info["min_distance"] = short
-        atoms.info["flag_reasons"] = f"short pair Si-O {short:.2f} A"
-    else:
-        atoms.info["flag_reasons"] = f"variance {variance:.3g}"
+
+def with_ratios(atoms):
+    """``arrays["short_pair_ratio"]`` as the MD monitors write it: per atom, min over its pairs
+    of distance / that species pair's flag distance (inf: no pair in range)."""
+    i, j, d = neighbor_list("ijd", atoms, 3.0)
+    symbols = np.array(atoms.get_chemical_symbols())
+    ratio = np.full(len(atoms), np.inf)
+    np.minimum.at(ratio, i, d / np.array([FLAG[(a, b)] for a, b in zip(symbols[i], symbols[j])]))
+    atoms.arrays["short_pair_ratio"] = ratio
     return atoms
 
 
-def test_duplicates_removed_and_budget_respected():
-    base = beta_cristobalite()
-    distinct = [flagged(rattled(base, 0.15, seed), variance=0.1 + seed) for seed in range(4)]
-    # near-copies of the first frame: the same configuration seen on consecutive MD steps
-    copies = [flagged(rattled(distinct[0], 1e-5, 100 + k), variance=0.05) for k in range(3)]
-    chosen = select_frames(distinct + copies, ["Si", "O"], SelectionSettings(budget=10, min_distance=1e-5))
-    assert chosen.n_duplicates == 3
-    assert len(chosen.chosen) == 4
-    tight = select_frames(distinct + copies, ["Si", "O"], SelectionSettings(budget=2, min_distance=1e-5))
-    assert [a.info["max_variance"] for a in tight.chosen] == [3.1, 2.1]  # the most uncertain first
-    assert tight.n_over_budget + tight.n_duplicates == 5
+def flag(atoms, ratios: dict[int, float]):
+    """Set the monitor's ratios by hand on chosen atoms (the rest unflagged)."""
+    ratio = np.full(len(atoms), np.inf)
+    for atom, value in ratios.items():
+        ratio[atom] = value
+    atoms.arrays["short_pair_ratio"] = ratio
+    return atoms
 
 
-def test_short_pairs_first_then_variance():
-    base = beta_cristobalite()
-    frames = [flagged(rattled(base, 0.15, 1), variance=5.0), flagged(rattled(base, 0.15, 2), variance=0.5, short=1.0),
-              flagged(rattled(base, 0.15, 3), variance=9.0)]
-    chosen = select_frames(frames, ["Si", "O"], SelectionSettings(budget=2, min_distance=1e-5)).chosen
-    assert chosen[0].info["min_distance"] == 1.0
-    assert chosen[1].info["max_variance"] == 9.0
+def crystal_240(seed=1, stdev=0.02):
+    return rattled(scaled_cell(beta_cristobalite(), 10), stdev, seed)
 
 
-def test_frames_already_in_training_set_not_selected_again():
-    base = rattled(beta_cristobalite(), 0.1, 7)
-    again = flagged(base.copy(), variance=1.0)
-    new = flagged(rattled(base, 0.2, 8), variance=0.5)
-    chosen = select_frames([again, new], ["Si", "O"], SelectionSettings(budget=5, min_distance=1e-5), known=[base]).chosen
-    assert len(chosen) == 1 and chosen[0].info["max_variance"] == 0.5
+def nearest_of(atoms, atom, symbol):
+    others = [k for k, s in enumerate(atoms.get_chemical_symbols()) if s == symbol and k != atom]
+    d = atoms.get_distances(atom, others, mic=True)
+    return others[int(np.argmin(d))], float(d.min())
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """240 atoms; one O pushed from 1.51 to 1.20 A of its Si (Si-O flags at 1.4 A)."""
+    base = crystal_240()
+    atoms = base.copy()
+    o = atoms.get_chemical_symbols().index("O") + 14
+    si, _ = nearest_of(atoms, o, "Si")
+    vector = atoms.get_distance(o, si, mic=True, vector=True)
+    atoms.positions[o] += vector * (1.0 - 1.2 / np.linalg.norm(vector))
+    return base, with_ratios(atoms), o, si
+
+
+def test_a_planted_short_pair_is_the_event_and_its_environment_is_scored(planted, tmp_path):
+    base, atoms, o, si = planted
+    assert np.flatnonzero(atoms.arrays["short_pair_ratio"] < 1).tolist() == sorted([o, si])
+    # the undistorted frame is known: the frame as a whole hardly changed, its O environment did
+    selection = select_environments([atoms], SPECIES, SelectionSettings(budget=5), known=[base])
+    assert len(selection.events) == 1 and selection.n_candidates == 2 and selection.n_merged == 1
+    event = selection.events[0]
+    assert event.kind == "short_pair" and event.score == pytest.approx(1.2 / 1.4)
+    assert event.centres == sorted([o, si])  # equal ratios: the lower index is the chosen atom
+    assert event.soap_distance > MIN_DISTANCE
+    pushed = per_atom_soap([base, atoms], SPECIES, SelectionSettings(), [[o], [o]])
+    assert 1.0 - pushed[0] @ pushed[1] > 10 * MIN_DISTANCE
+    # with a coarser threshold the Si (ranked first) is a known environment, the O is not: the O
+    # is the event and its partner, turned away before the O was chosen, still belongs to it
+    assert si < o
+    coarse = select_environments([atoms], SPECIES, SelectionSettings(min_distance=0.01), known=[base])
+    assert [e.centres for e in coarse.events] == [[o, si]] and coarse.n_duplicates == 0 and coarse.n_merged == 1
+    # structure-averaged SOAP, as frames were compared before, washes the event out in 240 atoms
+    settings = SelectionSettings()
+    rows = per_atom_soap([base, atoms], SPECIES, settings)
+    averaged = [row / np.linalg.norm(row) for row in (rows[:240].mean(axis=0), rows[240:].mean(axis=0))]
+    assert 1.0 - averaged[0] @ averaged[1] < 1e-4
+    # the frame to label: a copy with its centres, kind and score; no calculator; arrays kept
+    (frame,) = selection.frames([atoms])
+    assert frame is not atoms and frame.calc is None
+    assert frame.info["selection_kind"] == "short_pair" and "short_pair_ratio" in frame.arrays
+    ase.io.write(tmp_path / "selected.xyz", frame)
+    back = ase.io.read(tmp_path / "selected.xyz")
+    assert centre_atoms(back) == sorted([o, si]) and back.info["selection_score"] == pytest.approx(1.2 / 1.4)
+    assert centre_atoms(frame) == sorted([o, si])
+    assert len(select_environments([atoms], SPECIES, SelectionSettings(), known=[base]).events) == 1
+
+
+def test_short_pairs_rank_by_their_own_minimum_then_variance():
+    atoms = crystal_240(seed=2, stdev=0.15)  # disordered enough that no two environments are the same
+    si_a = 0
+    si_b, _ = nearest_of(atoms, si_a, "Si")
+
+    def away(k, *others):
+        return all(atoms.get_distance(k, m, mic=True) > 6.0 for m in others)
+
+    si_c = next(k for k in range(len(atoms)) if atoms[k].symbol == "Si" and away(k, si_a, si_b))
+    o_c, _ = nearest_of(atoms, si_c, "O")
+    high, higher = [k for k in range(len(atoms)) if away(k, si_a, si_b, si_c, o_c)][:2]
+    # Si-Si at 0.8 x 2.6 = 2.08 A; Si-O at 0.9 x 1.4 = 1.26 A: the shorter distance, the milder pair
+    flag(atoms, {si_a: 0.8, si_b: 0.8, si_c: 0.9, o_c: 0.9})
+    variance = np.zeros(len(atoms))
+    variance[[si_c, high, higher]] = [50.0, 3.0, 6.0]  # si_c is a short pair whatever its variance
+    atoms.arrays["local_gap_variance"] = variance
+    selection = select_environments([atoms], SPECIES, SelectionSettings(budget=10, variance_threshold=1.0))
+    assert [(e.kind, e.centres) for e in selection.events] == [
+        ("short_pair", [si_a, si_b]), ("short_pair", sorted([si_c, o_c])), ("variance", [higher]), ("variance", [high])]
+    assert [e.score for e in selection.events] == pytest.approx([0.8, 0.9, 6.0, 3.0])
+    one = select_environments([atoms], SPECIES, SelectionSettings(budget=1, variance_threshold=1.0))
+    assert [e.centres for e in one.events] == [[si_a, si_b]] and one.n_over_budget == 4
+
+
+@pytest.fixture(scope="module")
+def melt():
+    """Real MD: 240 atoms of Vashishta SiO2, NVT at 4000 K, 1 fs steps, a frame every 10 fs."""
+    frames = run_classical_md(scaled_cell(beta_cristobalite(), 10), vashishta_sio2_commands(), SPECIES,
+                              [nvt(800, 4000.0)], timestep=1.0, sample_every=10, seed=7)[20:]
+    for frame in frames:
+        frame.info["task"] = "melt-4000K"
+    return frames
+
+
+def oxygen_far_from(atoms, atom, distance):
+    return next(k for k in range(len(atoms)) if atoms[k].symbol == "O" and atoms.get_distance(atom, k, mic=True) > distance)
+
+
+@pytest.mark.integration
+def test_consecutive_frames_of_one_event_are_one_label(melt):
+    first, then = melt[10].copy(), melt[11].copy()
+    assert then.info["md_step"] - first.info["md_step"] == 10
+    o = [k for k, s in enumerate(first.get_chemical_symbols()) if s == "O"][3]
+    partner, _ = nearest_of(first, o, "Si")
+    frames = [flag(first, {o: 0.92, partner: 0.92}), flag(then, {o: 0.95, partner: 0.95})]
+    lag = per_atom_soap(frames, SPECIES, SelectionSettings(), [[o], [o]])
+    # in the melt 10 fs is enough to move the O's environment past the SOAP threshold ...
+    assert 1.0 - lag[0] @ lag[1] > MIN_DISTANCE
+    no_time_rule = select_environments(frames, SPECIES, SelectionSettings(same_event_steps=0))
+    assert [e.frame for e in no_time_rule.events] == [0, 1]
+    # ... so the same event is recognised by the run, the step and the place
+    selection = select_environments(frames, SPECIES, SelectionSettings())
+    assert [(e.frame, e.centres) for e in selection.events] == [(0, sorted([o, partner]))]
+    assert selection.n_duplicates == 2 and {d["decision"] for d in selection.details} == {"chosen", "merged", "same_event"}
+    # another run at the same step is another event
+    other = frames[1].copy()
+    other.info["task"] = "another-run"
+    assert len(select_environments([frames[0], other], SPECIES, SelectionSettings()).events) == 2
+
+
+@pytest.mark.integration
+def test_distinct_events_of_one_run_each_get_a_label_within_the_budget(melt):
+    early, late = melt[0].copy(), melt[50].copy()  # 500 fs apart
+    o = [k for k, s in enumerate(early.get_chemical_symbols()) if s == "O"][5]
+    elsewhere = oxygen_far_from(early, o, 6.0)
+    frames = [flag(early, {o: 0.9, elsewhere: 0.93}), flag(late, {o: 0.91})]
+    selection = select_environments(frames, SPECIES, SelectionSettings(budget=5))
+    assert [(e.frame, e.centres) for e in selection.events] == [(0, [o]), (1, [o]), (0, [elsewhere])]
+    assert all(e.soap_distance > MIN_DISTANCE for e in selection.events[1:])
+    tight = select_environments(frames, SPECIES, SelectionSettings(budget=1))
+    assert [(e.frame, e.centres) for e in tight.events] == [(0, [o])]
+    assert tight.n_over_budget == 2 and tight.n_duplicates == 0
+    # a small cell is labelled whole: its flagged atoms are one event however far apart
+    small = select_environments(frames, SPECIES, SelectionSettings(whole_frame_atoms=240))
+    assert [(e.frame, e.centres) for e in small.events] == [(0, [o, elsewhere]), (1, [o])]
+
+
+def test_known_environments_are_not_selected_again(planted):
+    atoms = planted[1]
+    again = select_environments([atoms], SPECIES, SelectionSettings(), known=[atoms.copy()])
+    assert again.events == [] and again.n_duplicates == 2 and again.n_candidates == 2
+    # a rattled copy of the distorted cell is known as well: 0.02 A of noise stays below the threshold
+    close = select_environments([atoms], SPECIES, SelectionSettings(), known=[rattled(atoms, 0.01, 3)])
+    assert close.events == []
+    # an event chosen in this batch suppresses its twin in another run's frame
+    twin = atoms.copy()
+    twin.info["task"] = "other"
+    both = select_environments([atoms, twin], SPECIES, SelectionSettings())
+    assert len(both.events) == 1 and both.n_duplicates == 2
+
+
+def test_fallback_when_nothing_is_flagged(planted):
+    base, atoms, o, si = planted
+    quiet = atoms.copy()
+    del quiet.arrays["short_pair_ratio"]
+    variance = np.linspace(0.0, 1.0, len(quiet))  # highest on the last atoms
+    quiet.arrays["local_gap_variance"] = variance
+    top = int(np.argmax(variance))
+    picked = select_environments([quiet], SPECIES, SelectionSettings(budget=3, variance_threshold=10.0))
+    assert picked.fallback and picked.n_candidates == 0 and len(picked.events) == 3
+    assert picked.events[0].centres == [top] and all(e.kind == "informative" for e in picked.events)
+    assert [e.score for e in picked.events] == sorted([e.score for e in picked.events], reverse=True)
+    # the next events are the highest-variance atoms outside the merge radius of those chosen
+    for k, event in enumerate(picked.events[1:], start=1):
+        gaps = quiet.get_distances(event.centres[0], [e.centres[0] for e in picked.events[:k]], mic=True)
+        assert gaps.min() > 4.0
+    # without variance: farthest from the known environments, i.e. the distorted pair
+    del quiet.arrays["local_gap_variance"]
+    farthest = select_environments([quiet], SPECIES, SelectionSettings(budget=1), known=[base])
+    assert farthest.events[0].centres[0] in (o, si)
+    assert select_environments([quiet], SPECIES, SelectionSettings(fallback=False)).events == []
+    assert select_environments([quiet], SPECIES, SelectionSettings(), known=[quiet]).events == []
+
+
+def test_same_inputs_same_choice_and_ties_in_frame_then_atom_order():
+    frames = [flag(crystal_240(seed=s, stdev=0.1), {3: 0.9, 150: 0.9}) for s in (11, 12)]
+    runs = [select_environments(frames, SPECIES, SelectionSettings(budget=3)) for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert [(e.frame, e.centres[0]) for e in runs[0].events] == [(0, 3), (0, 150), (1, 3)]
+    assert runs[0].n_over_budget == 1
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +229,8 @@ def config():
 def judgement(iteration=1, mae=5.0, rmse=0.3, verdicts=None, n_labels=10, n_selected=3):
     verdicts = verdicts or {"a-x1": "clean", "a-x10": "clean", "b-x10": "clean"}
     sizes = {k: int(k.split("-x")[1]) for k in verdicts}
-    return Judgement(iteration, mae, rmse, verdicts, sizes, n_labels=n_labels, n_selected=n_selected)
+    return Judgement(iteration, mae, rmse, verdicts, sizes, n_labels=n_labels, n_selected=n_selected,
+                     n_new_labels=n_selected)
 
 
 def test_stop_rules(config):
@@ -74,7 +243,7 @@ def test_stop_rules(config):
     assert decide(judgement(mae=12.0, iteration=4), config).rule == "max_iterations"
     assert decide(judgement(rmse=0.9, n_labels=100), config).rule == "max_labels"
     assert decide(judgement(rmse=math.nan), config).rule == "converged"  # energies-only labels
-    assert decide(judgement(verdicts={"a-x10": "clustered"}, n_selected=0), config).rule == "nothing_selected"
+    assert decide(judgement(verdicts={"a-x10": "clustered"}, n_selected=0), config).rule == "nothing_to_learn"
 
 
 def test_campaign_config_errors_name_the_field():

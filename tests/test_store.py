@@ -154,8 +154,7 @@ def test_failed_labels_are_kept_with_reason_but_never_training_data(store, vashi
     assert not store.has_label(foreign, vashishta.settings_hash())
 
     assert len(store.labelled()) == 2
-    train, test = store.split(seed=1, test_fraction=0.5)
-    assert fingerprint(foreign) not in {a.info["fingerprint"] for a in train + test}
+    assert fingerprint(foreign) not in {a.info["fingerprint"] for a in store.labelled()}
     exported = ase.io.read(store.export_extxyz(tmp_path / "train.xyz"), ":")
     assert len(exported) == 2 and all("Ge" not in a.get_chemical_symbols() for a in exported)
 
@@ -210,23 +209,6 @@ def test_export_carries_the_keys_gap_fit_reads(store, vashishta, frames, tmp_pat
     assert f"Number of target energies (property name: {ENERGY_KEY}) found: 4" in log
     assert f"Number of target forces (property name: {FORCES_KEY}) found: {3 * (3 * 24 + 2)}" in log
     assert f"Number of target virials (property name: {VIRIAL_KEY}) found: {3 * 6}" in log
-
-
-def test_split_is_reproducible_disjoint_and_stable_as_data_grows(store, vashishta):
-    structures = [rattled(beta_cristobalite(), 0.05, seed=100 + i) for i in range(30)]
-    store.label_with(vashishta, structures[:20], Provenance(1, "explore:1"))
-    keys = lambda atoms_list: [a.info["fingerprint"] for a in atoms_list]  # noqa: E731
-    train, test = map(keys, store.split(seed=5, test_fraction=0.3))
-    assert (train, test) == tuple(map(keys, store.split(seed=5, test_fraction=0.3)))
-    assert not set(train) & set(test) and sorted(train + test) == sorted(fingerprint(a) for a in structures[:20])
-    assert 0 < len(test) < 20
-    other_train, other_test = map(keys, store.split(seed=6, test_fraction=0.3))
-    assert set(other_test) != set(test)
-
-    store.label_with(vashishta, structures[20:], Provenance(2, "explore:2"))
-    grown_train, grown_test = map(keys, store.split(seed=5, test_fraction=0.3))
-    assert set(train) <= set(grown_train) and set(test) <= set(grown_test)
-    assert len(grown_train) + len(grown_test) == 30
 
 
 def test_provenance_is_checked():

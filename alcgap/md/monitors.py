@@ -1,8 +1,13 @@
 """What an MD run is watched for every k steps: frames worth labelling, and runs not worth finishing.
 
 Flags (the frame is kept for selection, the run goes on):
-- :class:`ShortPairFlag` -- a species pair closer than its configured minimum distance;
-- :class:`HighVarianceFlag` -- an atom's predicted variance above a threshold.
+- :class:`ShortPairFlag` -- a species pair closer than its flag distance;
+- :class:`HighVarianceFlag` -- an atom's predicted variance above a threshold;
+- the clustering verdict (:mod:`alcgap.analysis.clustering` with the clustered distances of the
+  same table, :mod:`alcgap.distances`): a clustered frame is always flagged, so every contact
+  the judge holds against a run was offered for labelling.
+Per atom, flagged frames carry ``short_pair_ratio`` (the atom's closest pair over that pair's
+flag distance; < 1: flagged) and the variance, so selection scores local environments.
 
 Aborts (the run stops and says why), one short class each as in wfl's ``generate/md/abort.py``:
 - :class:`CollapseAbort` -- many pairs closer than a fraction of their minimum distance;
@@ -34,10 +39,13 @@ class MonitorSettings(BaseModel):
     every: int = Field(10, ge=1)
     #: per species pair ("Si-O": 1.4): frames with a pair closer than this are flagged
     min_distance: dict[str, float] = Field(default_factory=dict)
+    #: the clustering verdict on every monitored frame (ClusteringCriteria fields; its
+    #: min_distance are the clustered distances); None: no verdict in the run
+    clustering: dict | None = None
     #: frames whose largest per-atom predicted variance exceeds this are flagged (eV^2)
     variance_threshold: float | None = Field(None, gt=0.0)
-    #: a pair is collapsed below collapse_fraction x its min_distance (pairs without one:
-    #: x the sum of covalent radii)
+    #: a pair is collapsed below collapse_fraction x its clustered distance (without a clustering
+    #: verdict: x its min_distance; pairs without either: x the sum of covalent radii)
     collapse_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     #: the run stops when more than this many pairs have collapsed ...
     collapse_max_pairs: int = Field(4, ge=0)
@@ -88,6 +96,12 @@ class Verdict:
     max_variance: float | None = None
     flag_reasons: list[str] = field(default_factory=list)
     stop_reason: str | None = None
+    #: the clustering verdict's summary when the frame is clustered
+    clustered: str | None = None
+    #: per atom: closest pair over its flag distance (inf: no pair in range)
+    short_pair_ratio: np.ndarray | None = None
+    #: atoms flagged: in a short pair, over the variance threshold, or in a cluster
+    n_flagged_atoms: int = 0
 
     def annotate(self, atoms: Atoms) -> Atoms:
         """Write the verdict into ``atoms.info`` (extxyz-friendly scalars and strings)."""
@@ -101,6 +115,10 @@ class Verdict:
             atoms.info["min_distance_pair"] = pair_name(pair)
             for p, r in self.min_distances.items():
                 atoms.info[f"min_distance_{p[0]}_{p[1]}"] = r
+        if self.clustered:
+            atoms.info["clustered"] = self.clustered
+        if self.short_pair_ratio is not None:
+            atoms.arrays["short_pair_ratio"] = self.short_pair_ratio
         return atoms
 
 
@@ -174,14 +192,21 @@ class Monitor:
     report_range = 3.0
 
     def __init__(self, settings: MonitorSettings):
+        from alcgap.analysis.clustering import ClusteringCriteria
+
         self.settings = settings
-        minima = settings.pair_minima()
+        minima = self.minima = settings.pair_minima()
         self.flags_pairs = ShortPairFlag(minima)
         self.flags_variance = HighVarianceFlag(settings.variance_threshold) if settings.variance_threshold else None
-        self.collapse = CollapseAbort(minima, settings.collapse_fraction, settings.collapse_max_pairs,
+        self.criteria = ClusteringCriteria(**settings.clustering) if settings.clustering else None
+        clustered = {pair_key(*n.split("-")): r for n, r in self.criteria.min_distance.items()} if self.criteria else minima
+        self.collapse = CollapseAbort(clustered, settings.collapse_fraction, settings.collapse_max_pairs,
                                       settings.collapse_max_atom_fraction)
+        #: an atom the detector flags for its coordination alone ranks as a pair at the clustered distance
+        self.clustered_ratio = min([clustered[p] / r for p, r in minima.items() if p in clustered], default=1.0)
         self.non_finite = NonFiniteAbort()
-        self.cutoff = max([self.report_range, *minima.values()])
+        reach = self.criteria.search_radius if self.criteria else 0.0
+        self.cutoff = max([self.report_range, reach, *minima.values()])
 
     def check(self, atoms: Atoms, step: int) -> Verdict:
         verdict = Verdict(step=step)
@@ -191,11 +216,38 @@ class Monitor:
         species = sorted(set(atoms.get_chemical_symbols()))
         i, j, d = pair_distances(atoms, max(self.cutoff, self.collapse.reach(species)))
         verdict.min_distances = shortest_pairs(atoms, i, j, d)
+        verdict.short_pair_ratio = self.pair_ratios(atoms, i, j, d)
         variance = atoms.arrays.get(VARIANCE)
         if variance is not None:
             verdict.max_variance = float(np.max(variance))
         verdict.flag_reasons = self.flags_pairs(verdict.min_distances)
         if self.flags_variance is not None:
             verdict.flag_reasons += self.flags_variance(variance)
+        if self.criteria is not None:
+            from alcgap.analysis.clustering import detect_clustering
+
+            found = detect_clustering(atoms, self.criteria)
+            if not found.clean:
+                verdict.clustered = found.summary()
+                verdict.flag_reasons.append(verdict.clustered)
+                flagged = found.flagged_atoms
+                verdict.short_pair_ratio[flagged] = np.minimum(verdict.short_pair_ratio[flagged], self.clustered_ratio)
+        flagged_atoms = verdict.short_pair_ratio < 1.0
+        if variance is not None and self.settings.variance_threshold:
+            flagged_atoms |= np.asarray(variance) > self.settings.variance_threshold
+        verdict.n_flagged_atoms = int(flagged_atoms.sum())
         verdict.stop_reason = self.collapse(atoms, i, j, d)
         return verdict
+
+    def pair_ratios(self, atoms: Atoms, i: np.ndarray, j: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Per atom, the smallest distance / flag distance over its pairs (inf: none in range)."""
+        ratio = np.full(len(atoms), np.inf)
+        if not self.minima or not len(d):
+            return ratio
+        symbols = np.array(atoms.get_chemical_symbols())
+        limit = np.array([self.minima.get(pair_key(a, b), np.nan) for a, b in zip(symbols[i], symbols[j])])
+        known = np.isfinite(limit)
+        r = d[known] / limit[known]
+        np.minimum.at(ratio, i[known], r)
+        np.minimum.at(ratio, j[known], r)
+        return ratio

@@ -136,7 +136,18 @@ def fit_main(config: dict, train: list[Atoms], test: list[Atoms], atom_energies:
         errors[name] = evaluated[name][1].as_dict()
     (out / "plots").mkdir(parents=True, exist_ok=True)
     parity_plot(evaluated, out / "plots" / "parity.png")
-    return {"xml": str(xml), "models": {k: str(v) for k, v in models.items()}, "errors": errors,
+    explore = settings.explore
+    if explore.variance_threshold == "auto":
+        from alcgap.analysis.uncertainty import calibrate_variance
+
+        # on the ordinary material: the bootstrap's training frames, not the hard frames the loop
+        # added (their atoms would raise the quantile as the loop learns, and flag less and less)
+        ordinary = [a for a in train if a.info.get("origin") == "bootstrap"] or train
+        variance = calibrate_variance(GapCalculator(xml, variance=True), ordinary, explore.variance_quantile,
+                                      explore.variance_factor)
+    else:
+        variance = {"threshold": float(explore.variance_threshold), "set_by": "explore.variance_threshold"}
+    return {"xml": str(xml), "models": {k: str(v) for k, v in models.items()}, "errors": errors, "variance": variance,
             "n_train": len(train), "n_test": len(test), "seconds": time.time() - started}
 
 
@@ -156,49 +167,140 @@ def bootstrap_md(config: dict, out_path: str) -> str:
     return out_path
 
 
-# -- selection and judging ----------------------------------------------------------------------
+# -- selection --------------------------------------------------------------------------------
 
-def select(flagged_path: str, known_path: str, species: list[str], budget: int, min_soap_distance: float,
-           out_path: str, select_fn=None) -> str:
-    """Choose frames to label among one MD task's flagged frames; write them to ``out_path``."""
-    from alcgap.select import SelectionSettings, select_frames
+def select(candidate_paths: list[str], known_paths: list[str], config: dict, budget: int, variance_threshold: float | None,
+           out_path: str, *, fallback: bool = False, select_fn=None) -> dict:
+    """Choose up to ``budget`` flagged local environments among the frames of ``candidate_paths``
+    and write what is to be labelled to ``out_path``: whole frames up to ``label.max_atoms``,
+    carved periodic sub-cells around each chosen environment of larger frames.
 
-    candidates = read_frames(flagged_path)
-    known = read_frames(known_path)
-    settings = SelectionSettings(budget=budget, min_distance=min_soap_distance)
+    ``known_paths``: frames whose environments are already known (the training set, and what
+    was chosen before in this iteration); ``fallback``: when no atom is flagged, take the most
+    informative atoms instead (highest variance, or farthest from the known ones).
+    ``select_fn(candidates, known, budget) -> frames`` replaces the built-in choice."""
+    from alcgap.carve import CarveSettings
+    from alcgap.config import CampaignConfig
+    from alcgap.select import SelectionSettings, select_environments
+
+    settings = CampaignConfig.model_validate(config)
+    candidates = []
+    for path in candidate_paths:  # a task's frames live in its folder, named by the task id
+        for frame in read_frames(path):
+            frame.info.setdefault("task", Path(path).parent.name)
+            candidates.append(frame)
+    known = [frame for path in known_paths for frame in read_frames(path)]
     if select_fn is not None:
         chosen = list(select_fn(candidates, known, budget))[:budget]
-    else:
-        chosen = select_frames(candidates, species, settings, known=known).chosen
-    write_frames_atomic(out_path, chosen)
-    return out_path
+        write_frames_atomic(out_path, chosen)
+        return {"path": out_path, "n_chosen": len(chosen), "n_candidates": len(candidates), "events": []}
+    max_atoms = label_max_atoms(settings)
+    soap = settings.main.soap
+    # the selection's own SOAP (cutoff 4 A, n = l = 4): its duplicate threshold was measured with it
+    choice = SelectionSettings(budget=budget, variance_threshold=variance_threshold, whole_frame_atoms=max_atoms,
+                               fallback=fallback,
+                               **({"min_distance": settings.select.min_soap_distance}
+                                  if settings.select.min_soap_distance is not None else {}))
+    selection = select_environments(candidates, settings.species, choice, known=known)
+    carving = CarveSettings(radius=settings.label.carve_radius or soap.cutoff)
+    by_frame: dict[int, list] = {}
+    for event in selection.events:
+        by_frame.setdefault(event.frame, []).append(event)
+    out, events, skipped = [], [], []
+    for index in sorted(by_frame):
+        frame, chosen = candidates[index], by_frame[index]
+        base = {k: frame.info[k] for k in ("task", "md_step", "max_variance", "min_distance", "flag_reasons") if k in frame.info}
+        best = min(chosen, key=lambda e: (e.kind != "short_pair", e.score if e.kind == "short_pair" else -e.score))
+        if len(frame) <= max_atoms:
+            pieces = [_bare(frame)]
+            pieces[0].info["centre_atoms"] = np.array([c for e in chosen for c in e.centres], dtype=int)
+        else:
+            pieces = _carve(frame, [_core(frame, e.centres) for e in chosen], carving, skipped, base)
+        for piece in pieces:
+            piece.info.update(base, selection_kind=best.kind, selection_score=float(best.score))
+            out.append(piece)
+        events += [{"task": base.get("task"), "md_step": base.get("md_step"), "kind": e.kind, "score": float(e.score),
+                    "centres": [int(c) for c in e.centres], "soap_distance": float(e.soap_distance),
+                    "n_atoms": len(frame)} for e in chosen]
+    write_frames_atomic(out_path, out)
+    return {"path": out_path, "n_chosen": len(out), "n_candidates": selection.n_candidates,
+            "n_duplicates": selection.n_duplicates, "n_over_budget": selection.n_over_budget, "events": events,
+            "not_carved": skipped}
 
 
-def clustering_verdict(frame_path: str, species: list[str], criteria: dict | None = None) -> dict:
-    """Clean or clustered: the final frame of an MD run, judged by the clustering detector
-    (``criteria`` as :class:`~alcgap.analysis.clustering.ClusteringCriteria` fields; default: SiO2's
-    for Si + O, otherwise from covalent radii)."""
-    from alcgap.analysis.clustering import ClusteringCriteria, detect_clustering
+#: the atoms of an event a carved cell is centred on: its chosen atom and the flagged atoms
+#: within this distance (its short-pair partner); the other merged atoms lie inside the carved
+#: radius around it anyway
+CORE_RADIUS = 2.0
 
-    frames = read_frames(frame_path)
-    if not frames:
-        return {"verdict": "clustered", "why": f"no final frame in {frame_path}"}
-    if criteria is not None:
-        rules = ClusteringCriteria(**criteria)
-    elif set(species) == {"Si", "O"}:
-        rules = ClusteringCriteria.sio2()
-    else:
-        rules = ClusteringCriteria.from_covalent_radii(species)
-    return detect_clustering(frames[-1], rules).as_dict()
+
+def _carve(frame: Atoms, cores: list[list[int]], settings, skipped: list, base: dict) -> list[Atoms]:
+    """Carved cells of the events of one frame: together where their regions fit one cell, one
+    by one where they do not. A frame too small to hold a cell of the carving radius (a 2x cell,
+    say) costs no more whole than carved: it is labelled whole, and the reason recorded."""
+    from alcgap.carve import carve, carve_events
+
+    try:
+        return carve_events(frame, cores, settings)
+    except ValueError:
+        pieces = []
+        for core in cores:
+            try:
+                pieces.append(carve(frame, core, settings))
+            except ValueError as err:
+                skipped.append({"task": base.get("task"), "md_step": base.get("md_step"), "why": str(err)[:300]})
+        if pieces:
+            return pieces
+        whole = _bare(frame)
+        whole.info["centre_atoms"] = np.array([c for core in cores for c in core], dtype=int)
+        whole.info["carve_failed"] = skipped[-1]["why"][:200]
+        return [whole]
+
+
+def _core(frame: Atoms, centres: list[int]) -> list[int]:
+    first = centres[0]
+    if len(centres) == 1:
+        return [first]
+    d = frame.get_distances(first, centres[1:], mic=True)
+    return [first] + [c for c, r in zip(centres[1:], d) if r <= CORE_RADIUS]
+
+
+def _bare(frame: Atoms) -> Atoms:
+    copy = Atoms(frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
+    copy.info.update(frame.info)
+    for name in ("local_gap_variance", "short_pair_ratio"):
+        if name in frame.arrays:
+            copy.arrays[name] = frame.arrays[name].copy()
+    return copy
+
+
+def label_max_atoms(settings) -> int:
+    """Frames with more atoms than this are carved (``label.max_atoms``, default the training cell)."""
+    return settings.label.max_atoms or settings.data.n_atoms
 
 
 # -- exploration MD --------------------------------------------------------------------------
 
-def write_md_task(config: dict, xml: str, seed: int, temperature: float, size: int, folder: str,
-                  start: str) -> str:
-    """The task file of one exploration run: melt-and-quench of ``size`` x the training cell."""
+def exploration_monitor(config: dict, table: dict, variance_threshold: float | None, training_path: str) -> dict:
+    """The monitors of an exploration run: flags, clustering verdict and collapse, from one table
+    (the flags for the model trained on the frames of ``training_path``)."""
     from alcgap.config import CampaignConfig
-    from alcgap.md.protocols import melt_and_quench
+    from alcgap.distances import DistanceTable, clustering_criteria
+
+    settings = CampaignConfig.model_validate(config)
+    distances = DistanceTable.from_dict(table)
+    criteria = clustering_criteria(settings.species, distances, settings.judge.clustering)
+    flags = distances.flags_for(read_frames(training_path), settings.distances.data_margin)
+    return {"every": settings.explore.monitor_every, "min_distance": flags,
+            "clustering": criteria.model_dump(), "collapse_fraction": distances.collapse_fraction,
+            "variance_threshold": variance_threshold}
+
+
+def write_md_task(config: dict, xml: str, seed: int, temperature: float, size: int, folder: str,
+                  start: str, monitor: dict) -> str:
+    """The task file of one exploration run: heat, hold and quench ``size`` x the training cell."""
+    from alcgap.config import CampaignConfig
+    from alcgap.md.protocols import exploration_protocol
     from alcgap.md.task import MDTask
 
     settings = CampaignConfig.model_validate(config)
@@ -209,12 +311,12 @@ def write_md_task(config: dict, xml: str, seed: int, temperature: float, size: i
         structure=str(Path(start).resolve()),
         size_factor=size,
         force_field={"xml": str(Path(xml).resolve()), "species": settings.species},
-        protocol=melt_and_quench(explore.protocol_scale, t_melt=temperature),
+        protocol=exploration_protocol(max(10, round(150_000 * explore.protocol_scale)), temperature,
+                                      heat_fraction=explore.heat_fraction, hold_fraction=explore.hold_fraction),
         timestep=explore.timestep,
         seed=seed,
         sample_every=explore.monitor_every * 5,
-        monitor={"every": explore.monitor_every, "min_distance": explore.min_distances,
-                 "variance_threshold": explore.variance_threshold},
+        monitor=monitor,
         output_dir=str(out.resolve()),
     )
     return str(task.write(out / "task.json"))

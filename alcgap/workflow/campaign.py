@@ -30,6 +30,7 @@ from alcgap.reference import Reference, isolated, make_reference
 from alcgap.store import LabelStore, Provenance, fingerprint
 from alcgap.structures import pair_name
 from alcgap.workflow import apps
+from alcgap.workflow.explore import FALLBACK, LEFTOVER, Exploration, ExploreTask, md_summary
 from alcgap.workflow.state import IterationState, iteration_dir, read_frames, write_frames_atomic, write_json_atomic
 from alcgap.workflow.stop import Judgement, StopDecision, decide
 
@@ -47,40 +48,45 @@ class ResumeRefused(ConfigError):
 
 
 @dataclass
-class ExploreTask:
-    """One exploration MD run: a seed, a melt temperature and a cell multiplier."""
-
-    iteration: int
-    seed: int
-    temperature: float
-    size: int
-
-    @property
-    def id(self) -> str:
-        return f"s{self.seed}-T{self.temperature:g}-x{self.size}"
-
-
-@dataclass
 class Pending:
     """Futures in flight and what to do with each result."""
 
-    handlers: dict[Future, Callable] = field(default_factory=dict)
+    handlers: dict[Future, tuple[Callable, Callable | None]] = field(default_factory=dict)
     #: seconds the driver spent in its own handlers (storing labels, submitting the next apps)
     driver_seconds: float = 0.0
 
-    def add(self, future: Future, handler: Callable) -> None:
-        self.handlers[future] = handler
+    def add(self, future: Future, handler: Callable, on_error: Callable[[BaseException], None] | None = None) -> None:
+        """``handler(result)`` when ``future`` succeeds; ``on_error(exception)`` when it fails
+        (without one, the exception ends the drain)."""
+        self.handlers[future] = (handler, on_error)
 
     def drain(self) -> None:
         """Handle results as they come, including futures added by handlers, until none is left."""
         while self.handlers:
             done, _ = wait(list(self.handlers), return_when=FIRST_COMPLETED)
-            for future in done:
-                handler = self.handlers.pop(future)
-                result = future.result()
+            for future in sorted(done, key=id):
+                handler, on_error = self.handlers.pop(future)
                 started = time.perf_counter()
-                handler(result)
+                error = future.exception()
+                if error is None:
+                    handler(future.result())
+                elif on_error is not None:
+                    on_error(error)
+                else:
+                    raise error
                 self.driver_seconds += time.perf_counter() - started
+
+
+def selection_details(atoms: Atoms) -> dict:
+    """What the store keeps of why and where a selected frame was cut: its centre atoms, the MD
+    step and task it came from, and a carved cell's carving parameters."""
+    from alcgap.select import centre_atoms
+
+    details = {"centre_atoms": centre_atoms(atoms)}
+    for key, value in atoms.info.items():
+        if key.startswith("carve") or key in ("md_step", "task", "selection_kind", "selection_score"):  # carve_failed too
+            details[key] = value.tolist() if hasattr(value, "tolist") else value
+    return details
 
 
 def config_differences(old: dict, new: dict, sections: Sequence[str] = FROZEN_SECTIONS) -> list[str]:
@@ -112,7 +118,6 @@ class CampaignApps:
         self.fit_main = python_app(apps.fit_main, executors=serial)
         self.bootstrap_md = python_app(apps.bootstrap_md, executors=serial)
         self.select = python_app(apps.select, executors=serial)
-        self.verdict = python_app(apps.clustering_verdict, executors=serial)
         # a DFT code runs on the MPI executor with its ranks; a classical stand-in is a serial call
         self._dft = hasattr(getattr(reference, "config", None), "launch_prefix")
         self._label = python_app(apps.label_structure, executors=mpi if self._dft else serial)
@@ -272,6 +277,37 @@ class Campaign:
             self.app_config, str(frames_path)).result()})
         frames = read_frames(frames_path)
         self._stage(state, "label", lambda: self._label_all(frames, [Provenance(0, "bootstrap")] * len(frames)))
+        self._stage(state, "split", lambda: self._split(frames))
+        self._stage(state, "distances", self._distances)
+
+    def _bootstrap_labels(self, frames: Sequence[Atoms]) -> list[Atoms]:
+        """The OK labels of the bootstrap frames, in trajectory order."""
+        by_key = {row.fingerprint: row for row in self.store.rows(origin="bootstrap", settings_hash=self.settings_hash)}
+        from alcgap.store import atoms_from_row
+
+        return [atoms_from_row(by_key[key]) for key in (fingerprint(f) for f in frames) if key in by_key]
+
+    def _split(self, frames: Sequence[Atoms]) -> dict:
+        """The held-out set, fixed once: contiguous blocks of the bootstrap trajectory."""
+        from alcgap.workflow.fit import split
+
+        labelled = self._bootstrap_labels(frames)
+        train, test = split(labelled, self.config.data.test_fraction, self.config.seed)
+        return {"test": [a.info["fingerprint"] for a in test], "train": [a.info["fingerprint"] for a in train]}
+
+    def _distances(self) -> dict:
+        """The one distance table (flags, clustering verdict, collapse) from the labelled bootstrap frames."""
+        from alcgap.distances import DistanceTable, base_criteria
+
+        config, boot = self.config, IterationState(self.run_dir, 0)
+        labelled = self._bootstrap_labels(read_frames(boot.dir / "bootstrap.xyz"))
+        shells = dict(base_criteria(config.species).neighbour_cutoff)
+        shells.update((config.judge.clustering or {}).get("neighbour_cutoff", {}))
+        table = DistanceTable.from_data(labelled, config.species, data_margin=config.distances.data_margin,
+                                        given=config.distances.flag, cluster_margin=config.distances.cluster_margin,
+                                        collapse_fraction=config.distances.collapse_fraction, shells=shells)
+        console.log(f"distance table: {table.describe()}")
+        return {"table": table.as_dict()}
 
     def _dimers(self) -> dict:
         config = self.config
@@ -316,106 +352,174 @@ class Campaign:
         return [ExploreTask(iteration, seed + 1000 * iteration, t, size)
                 for size in explore.sizes for t in explore.temperatures for seed in explore.seeds]
 
+    def _training_data(self, iteration: int) -> tuple[list[Atoms], list[Atoms]]:
+        """(train, test): the fixed held-out bootstrap blocks are the test set; every other OK
+        bootstrap label and every label the loop selected trains, in a fixed order (bootstrap
+        trajectory order, then by iteration and fingerprint), whatever order they were stored in."""
+        split = IterationState(self.run_dir, 0).get("split")
+        test_keys = set(split["test"])
+        boot = self._bootstrap_labels(read_frames(iteration_dir(self.run_dir, 0) / "bootstrap.xyz"))
+        train = [a for a in boot if a.info["fingerprint"] not in test_keys]
+        test = [a for a in boot if a.info["fingerprint"] in test_keys]
+        explored = self.store.labelled(origin="explore*", settings_hash=self.settings_hash, up_to_iteration=iteration - 1)
+        train += sorted(explored, key=lambda a: (int(a.info["iteration"]), a.info["fingerprint"]))
+        return train, test
+
     def _iteration(self, iteration: int) -> StopDecision:
-        config, state = self.config, IterationState(self.run_dir, iteration)
+        state = IterationState(self.run_dir, iteration)
         boot = IterationState(self.run_dir, 0)
         aux_xml = boot.get("aux")["aux_xml"]
         atom_energies = boot.get("dimers")["atom_energies"]
 
         def fit() -> dict:
             # dimers and isolated atoms defined the aux; the main GAP learns condensed structures
-            train, test = [], []
-            for origin in ("bootstrap", "explore*"):
-                if self.store.rows(origin=origin):
-                    part = self.store.split(config.seed, config.data.test_fraction, origin=origin)
-                    train += part[0]
-                    test += part[1]
+            train, test = self._training_data(iteration)
             if not test:
                 raise RuntimeError("no held-out labels: label more bootstrap frames (data.sample_every) or raise data.test_fraction")
             write_frames_atomic(state.dir / "train.xyz", train)
-            return self.apps.fit_main(self.app_config, train, test, atom_energies, aux_xml, str(state.dir)).result()
+            fitted = self.apps.fit_main(self.app_config, train, test, atom_energies, aux_xml, str(state.dir)).result()
+            console.log(f"iteration {iteration}: {len(train)} training frames; held-out {fitted['errors']['composite']}; "
+                        f"variance threshold {fitted['variance']['threshold']:.3g} eV^2")
+            return fitted
 
         fitted = self._stage(state, "fit", fit)
-        self._stage(state, "explore_select_label", lambda: self._explore(state, fitted["xml"]))
+        self._stage(state, "explore_select_label", lambda: self._explore(state, fitted))
         judged = self._stage(state, "judge", lambda: self._judge(state, fitted))
         decision = StopDecision(**judged["decision"])
         console.log(f"iteration {iteration}: [bold]{decision.rule}[/] {decision.why}")
         return decision
 
-    def _explore(self, state: IterationState, xml: str) -> dict:
-        """MD tasks -> per-task selection as each finishes -> labels as soon as selected."""
+    def _explore(self, state: IterationState, fitted: dict) -> dict:
+        """MD tasks -> each task's pick (its fixed share of the budget) as it finishes -> labels as
+        soon as picked; then one pick of what is left of the budget over every task, and a
+        fallback pick when nothing was flagged but a gate failed (see :mod:`alcgap.workflow.explore`)."""
         config = self.config
         tasks = self._tasks(state.iteration)
-        known_path = state.dir / "train.xyz"
-        budget_left = [config.select.budget]
-        per_task = max(1, -(-config.select.budget // len(tasks)))
-        pending, statuses, chosen_all = Pending(), [], []
+        plan = Exploration.load(state.dir / "exploration.json", tasks, config.select.budget)
+        threshold = fitted["variance"]["threshold"]
+        table = IterationState(self.run_dir, 0).get("distances")["table"]
+        monitor = apps.exploration_monitor(self.app_config, table, threshold, str(state.dir / "train.xyz"))
+        known = [str(state.dir / "train.xyz")]
+        (state.dir / "select").mkdir(parents=True, exist_ok=True)
+        pending, statuses = Pending(), []
 
-        def after_select(task: ExploreTask, selected_path: str) -> None:
-            frames = read_frames(selected_path)
-            chosen_all.extend(frames)
-            for atoms in frames:
-                provenance = Provenance(state.iteration, f"explore:{task.id}", variance=atoms.info.get("max_variance"),
-                                        min_distance=atoms.info.get("min_distance"), reason=str(atoms.info.get("flag_reasons", "")))
+        def label_pick(summary: dict) -> None:
+            for atoms in read_frames(summary["path"]) if summary.get("n_chosen") else []:
+                reason = f"{atoms.info.get('selection_kind', '')}: {atoms.info.get('flag_reasons', '')}"
+                provenance = Provenance(state.iteration, f"explore:{atoms.info.get('task', 'unknown')}",
+                                        variance=atoms.info.get("max_variance"), min_distance=atoms.info.get("min_distance"),
+                                        reason=reason[:500], details=selection_details(atoms))
                 self._submit_label(pending, atoms, provenance, statuses)
 
+        def pick(name: str, candidates: list[str], known_paths: list[str], budget: int, fallback: bool = False) -> None:
+            if name in plan.picks:  # picked before a restart: its labels are in the store or their folders
+                label_pick(plan.picks[name])
+                return
+            candidates = [path for path in candidates if Path(path).exists()]
+            if budget <= 0 or not candidates:
+                plan.record_pick(name, {"path": None, "n_chosen": 0, "n_candidates": 0, "events": []})
+                return
+
+            def picked(summary: dict) -> None:
+                plan.record_pick(name, summary)
+                label_pick(summary)
+
+            pending.add(self.apps.select(candidates, known_paths, self.app_config, budget, threshold,
+                                         str(state.dir / "select" / f"{name}.xyz"), fallback=fallback,
+                                         select_fn=self.select_fn), picked)
+
         def after_md(task: ExploreTask, folder: Path) -> None:
-            selected = folder / "selected.xyz"
-            if selected.exists():
-                after_select(task, str(selected))
-                return
-            budget = min(per_task, budget_left[0])
-            budget_left[0] -= budget
-            if budget <= 0:
-                write_frames_atomic(selected, [])
-                return
-            known = folder / "known.xyz"
-            write_frames_atomic(known, read_frames(known_path) + chosen_all)
-            future = self.apps.select(str(folder / "flagged.xyz"), str(known), config.species, budget,
-                                      config.select.min_soap_distance, str(selected), self.select_fn)
-            pending.add(future, lambda path, task=task: after_select(task, path))
+            plan.record_md(task, md_summary(folder, task))
+            pick(task.id, [str(folder / "flagged.xyz")], known, plan.quotas[task.id])
+
+        def md_failed(task: ExploreTask, folder: Path, error: BaseException) -> None:
+            console.log(f"[yellow]MD task {task.id} failed[/]: {str(error)[:300]} (see {folder / 'md.err'})")
+            after_md(task, folder)
 
         for task in tasks:
             folder = state.dir / "md" / task.id
-            if (folder / "result.json").exists():
-                after_md(task, folder)
+            if task.id in plan.md and plan.md[task.id]["verdict"] != "failed":
+                after_md(task, folder) if task.id not in plan.picks else label_pick(plan.picks[task.id])
                 continue
-            task_file = apps.write_md_task(self.app_config, xml, task.seed, task.temperature,
-                                           task.size, str(folder), str(iteration_dir(self.run_dir, 0) / "start.xyz"))
-            pending.add(self.apps.explore(task_file), lambda _, task=task, folder=folder: after_md(task, folder))
+            task_file = apps.write_md_task(self.app_config, fitted["xml"], task.seed, task.temperature, task.size,
+                                           str(folder), str(iteration_dir(self.run_dir, 0) / "start.xyz"), monitor)
+            pending.add(self.apps.explore(task_file), lambda _, task=task, folder=folder: after_md(task, folder),
+                        lambda error, task=task, folder=folder: md_failed(task, folder, error))
         pending.drain()
-        return {"tasks": [t.id for t in tasks], "selected": len(chosen_all), "driver_s": round(pending.driver_seconds, 3),
-                "labelled": statuses.count("ok"), "failed": len(statuses) - statuses.count("ok")}
+        flagged = [str(state.dir / "md" / t.id / "flagged.xyz") for t in tasks]
+        pick(LEFTOVER, flagged, known + plan.pick_paths(), plan.left())
+        pending.drain()
+        if plan.chosen() == 0 and self._gate_fails(fitted, plan):
+            trajectories = [str(state.dir / "md" / t.id / "trajectory.xyz") for t in tasks]
+            pick(FALLBACK, trajectories, known, plan.budget, fallback=True)
+            pending.drain()
+        return {"tasks": [t.id for t in tasks], "selected": plan.chosen(), "driver_s": round(pending.driver_seconds, 3),
+                "flag_distances": monitor["min_distance"], "variance_threshold": threshold,
+                "labelled": statuses.count("ok"), "failed": len(statuses) - statuses.count("ok"),
+                "picks": {name: {k: v for k, v in p.items() if k != "events"} for name, p in plan.picks.items()}}
+
+    def _gate_fails(self, fitted: dict, plan: Exploration) -> bool:
+        """Would this iteration fail to converge (errors over a gate, or a target run not clean)?"""
+        judge = self.config.judge
+        errors = fitted["errors"]["composite"]
+        force = errors["force_rmse"]
+        errors_fail = errors["energy_mae"] > judge.max_energy_mae or (force == force and force > judge.max_force_rmse)
+        target = [s for s in plan.md.values() if s.get("size") == judge.target_size]
+        return errors_fail or not target or any(s["verdict"] != "clean" for s in target)
 
     def _judge(self, state: IterationState, fitted: dict) -> dict:
+        from alcgap.analysis.metrics import error_metrics, parity_data
+        from alcgap.analysis.uncertainty import variance_error_plot, variance_vs_error
+        from alcgap.calculator import GapCalculator
+
         config = self.config
-        verdicts, sizes, details = {}, {}, {}
-        futures = {}
-        for task in self._tasks(state.iteration):
-            folder = state.dir / "md" / task.id
-            result = json.loads((folder / "result.json").read_text())
-            sizes[task.id] = task.size
-            futures[task.id] = (result, self.apps.verdict(str(folder / "trajectory.xyz"), config.species, config.judge.clustering))
-        for task_id, (result, future) in futures.items():
-            verdict = future.result()
-            if result.get("stopped_early"):
-                verdict = {**verdict, "verdict": "clustered", "stopped_early": result.get("stop_reason")}
-            verdicts[task_id] = verdict["verdict"]
-            details[task_id] = verdict
+        plan = Exploration.load(state.dir / "exploration.json", self._tasks(state.iteration), config.select.budget)
+        verdicts = {task_id: summary["verdict"] for task_id, summary in plan.md.items()}
+        sizes = {task_id: summary["size"] for task_id, summary in plan.md.items()}
+        # prospective error: this iteration's model on the frames it chose, labelled after the fit
+        new = self.store.labelled(iteration=state.iteration, origin="explore*", settings_hash=self.settings_hash)
+        prospective, correlation = None, None
+        if new:
+            from alcgap.analysis.uncertainty import centre_force_errors
+
+            calc = GapCalculator(fitted["xml"], variance=True)
+            prospective = error_metrics(parity_data(calc, new)).as_dict()
+            prospective.update(centre_force_errors(calc, new))
+            data = variance_vs_error(calc, new)
+            correlation = {"spearman": data["spearman"], "n_atoms": data["n_atoms"]}
+            variance_error_plot(data, fitted["variance"]["threshold"], state.dir / "plots" / "variance_vs_error.png",
+                                title=f"iteration {state.iteration}: {len(new)} selected frames")
         errors = fitted["errors"]["composite"]
         n_labels = self.store.summary().by_status.get("ok", 0)  # failed rows are not labels
         explored = state.get("explore_select_label")
         judgement = Judgement(state.iteration, errors["energy_mae"], errors["force_rmse"], verdicts, sizes,
-                              n_labels=n_labels, n_selected=explored["selected"])
+                              target_size=config.judge.target_size, n_labels=n_labels, n_selected=explored["selected"],
+                              n_new_labels=len(new))
         decision = decide(judgement, config)
-        metrics = {"iteration": state.iteration, "labels": n_labels, "errors": errors, "clustering": verdicts,
-                   "clustering_details": details, "sizes": sizes, "selected": explored["selected"],
+        metrics = {"iteration": state.iteration, "labels": n_labels, "new_labels": len(new), "errors": errors,
+                   "prospective_errors": prospective, "variance_vs_error": correlation,
+                   "variance_threshold": fitted["variance"], "n_train": fitted["n_train"], "n_test": fitted["n_test"],
+                   "clustering": verdicts, "runs": plan.md, "sizes": sizes, "target_size": config.judge.target_size,
+                   "flags": {t: s.get("n_flagged", 0) for t, s in plan.md.items()}, "selected": explored["selected"],
+                   "flagged_atom_fraction": {t: s.get("flagged_atom_fraction") for t, s in plan.md.items()},
+                   "flag_distances": explored.get("flag_distances"),
+                   "picks": {name: p.get("events", []) for name, p in plan.picks.items()},
                    "decision": decision.as_dict()}
         write_json_atomic(state.dir / "metrics.json", metrics)
+        for task_id, summary in plan.md.items():
+            where = f" first at step {summary['first_bad_step']}" if summary.get("first_bad_step") is not None else ""
+            console.log(f"iteration {state.iteration}: {task_id} {summary['verdict']}{where}; "
+                        f"{summary.get('n_flagged', 0)} flagged frames; T reached {summary.get('temperature')}")
+        if prospective:
+            console.log(f"iteration {state.iteration}: prospective error on its {len(new)} new labels: "
+                        f"{prospective['energy_mae']:.1f} meV/atom, {prospective['force_rmse']:.3f} eV/A; "
+                        f"variance-error Spearman {correlation['spearman']}")
         return {"decision": decision.as_dict(), "verdicts": verdicts}
 
     def _summary(self, last: int, decision: StopDecision) -> dict:
+        target = self.config.judge.target_size
         summary = {"run_dir": str(self.run_dir), "iterations": last, "stopped_by": decision.rule, "why": decision.why,
+                   "target_size": target, "target_is_10x": target == 10,
                    "store": str(self.store.summary()), "settings_hash": self.settings_hash,
                    "metrics": [json.loads((iteration_dir(self.run_dir, k) / "metrics.json").read_text())
                                for k in range(1, last + 1) if (iteration_dir(self.run_dir, k) / "metrics.json").exists()]}

@@ -69,15 +69,28 @@ def label_frames(reference: Reference, frames: list[Atoms]) -> tuple[list[Atoms]
     return labelled, failed
 
 
-def split(frames: list[Atoms], test_fraction: float, seed: int) -> tuple[list[Atoms], list[Atoms]]:
-    """Reproducible random train/test split; the test set is never used in a fit."""
-    order = np.random.default_rng(seed).permutation(len(frames))
-    n_test = max(1, int(round(test_fraction * len(frames))))
-    test = sorted(order[:n_test])
-    train = sorted(order[n_test:])
-    if not train:
-        raise ValueError("the training set is empty after the split; sample more frames or lower data.test_fraction")
-    return [frames[i] for i in train], [frames[i] for i in test]
+def split(frames: list[Atoms], test_fraction: float, seed: int, block: int | None = None) -> tuple[list[Atoms], list[Atoms]]:
+    """Train/test split of a trajectory by contiguous blocks; the test set is never used in a fit.
+
+    Frames of one MD run 100 fs apart are correlated: a per-frame random split puts neighbours on
+    both sides, and the test error measures interpolation, not generalisation. Here the frames
+    (in trajectory order) are cut into blocks of ``block`` consecutive frames (default: a tenth
+    of the trajectory, at least 2); round(test_fraction x blocks) of them, at least one, evenly
+    spaced through the run from a seeded offset (so heating, melt and quench are all tested),
+    are the test set.
+    """
+    n = len(frames)
+    block = block or max(2, n // 10)
+    starts = list(range(0, n, block))
+    n_test = max(1, int(round(test_fraction * len(starts))))
+    if n_test >= len(starts):
+        raise ValueError(f"{n} frames in {len(starts)} blocks of {block} cannot hold {n_test} test blocks and a training set; "
+                         "sample more frames (data.sample_every) or lower data.test_fraction")
+    stride = len(starts) / n_test
+    offset = np.random.default_rng(seed).uniform(0, stride)
+    chosen = sorted({int(offset + k * stride) % len(starts) for k in range(n_test)})
+    test_index = {i for b in chosen for i in range(starts[b], min(n, starts[b] + block))}
+    return [f for i, f in enumerate(frames) if i not in test_index], [f for i, f in enumerate(frames) if i in test_index]
 
 
 def short_range_curves(models: dict[str, Path], config: FitConfig) -> dict[str, dict[str, np.ndarray]]:

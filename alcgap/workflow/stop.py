@@ -1,4 +1,11 @@
-"""The stopping rule of a campaign, as a pure function of an iteration's judgement."""
+"""The stopping rule of a campaign, as a pure function of an iteration's judgement.
+
+Converged: every run at the target size (``judge.target_size`` x the training cell, 10 in the
+paper) was clean on every monitored frame, and the held-out errors are under their gates.
+Otherwise the campaign goes on while each iteration learns something: an iteration that could
+add no new label stops with ``nothing_to_learn``, naming the gate that failed and the setting to
+change, rather than refit the same data. The iteration and label limits stop it too.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +22,29 @@ class Judgement:
     iteration: int
     energy_mae: float  # meV/atom, held-out
     force_rmse: float  # eV/A, held-out (nan when the labels carry no forces)
-    #: task id -> "clean" | "clustered" (with the cell multiplier of each task)
+    #: task id -> "clean" | "clustered" | "failed" (with the cell multiplier of each task)
     verdicts: dict[str, str] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    target_size: int = 10
     n_labels: int = 0
     n_selected: int = 0
+    #: labels this iteration added to the training data (selected and labelled ok)
+    n_new_labels: int = 0
 
-    def largest_size_clean(self) -> bool:
-        """All runs at the largest cell size (10x in the paper) are free of clustering."""
-        if not self.sizes:
-            return False
-        largest = max(self.sizes.values())
-        runs = [task for task, size in self.sizes.items() if size == largest]
+    def target_runs(self) -> list[str]:
+        return sorted(task for task, size in self.sizes.items() if size == self.target_size)
+
+    def target_clean(self) -> bool:
+        """All runs at the target size are free of clustering on every monitored frame."""
+        runs = self.target_runs()
         return bool(runs) and all(self.verdicts.get(task) == "clean" for task in runs)
 
 
 @dataclass
 class StopDecision:
     stop: bool
-    rule: str  # "converged" | "max_iterations" | "max_labels" | "continue"
+    #: "converged" | "max_iterations" | "max_labels" | "nothing_to_learn" | "continue"
+    rule: str
     why: str
 
     def as_dict(self) -> dict:
@@ -41,29 +52,40 @@ class StopDecision:
 
 
 def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
-    """Converged when the largest-size runs are all clean and the held-out errors are under their
-    thresholds; otherwise stop at the iteration or label limit; otherwise go on."""
-    clean = judgement.largest_size_clean()
-    energy_ok = judgement.energy_mae <= config.judge.max_energy_mae
-    force_ok = math.isnan(judgement.force_rmse) or judgement.force_rmse <= config.judge.max_force_rmse
+    """Converged when the target-size runs are all clean and the held-out errors are under their
+    gates; otherwise stop at the iteration or label limit, or when the iteration learned nothing;
+    otherwise go on."""
+    judge = config.judge
+    clean = judgement.target_clean()
+    energy_ok = judgement.energy_mae <= judge.max_energy_mae
+    force_ok = math.isnan(judgement.force_rmse) or judgement.force_rmse <= judge.max_force_rmse
+    size = f"{judgement.target_size}x" + ("" if judgement.target_size == 10 else " (not the paper's 10x)")
     if clean and energy_ok and force_ok:
-        return StopDecision(True, "converged", f"iteration {judgement.iteration}: every largest-size run is clean, "
-                            f"energy MAE {judgement.energy_mae:.2f} <= {config.judge.max_energy_mae} meV/atom, "
-                            f"force RMSE {judgement.force_rmse:.3f} <= {config.judge.max_force_rmse} eV/A")
+        return StopDecision(True, "converged", f"iteration {judgement.iteration}: every {size} run is clean on every "
+                            f"monitored frame, energy MAE {judgement.energy_mae:.2f} <= {judge.max_energy_mae} meV/atom, "
+                            f"force RMSE {judgement.force_rmse:.3f} <= {judge.max_force_rmse} eV/A")
     missing = []
     if not clean:
-        dirty = sorted(t for t, v in judgement.verdicts.items() if v != "clean")
-        missing.append(f"runs not clean: {dirty}")
+        dirty = [t for t in judgement.target_runs() if judgement.verdicts.get(t) != "clean"]
+        missing.append(f"{size} runs not clean: {dirty}")
     if not energy_ok:
-        missing.append(f"energy MAE {judgement.energy_mae:.2f} > {config.judge.max_energy_mae} meV/atom")
+        missing.append(f"energy MAE {judgement.energy_mae:.2f} > judge.max_energy_mae {judge.max_energy_mae} meV/atom")
     if not force_ok:
-        missing.append(f"force RMSE {judgement.force_rmse:.3f} > {config.judge.max_force_rmse} eV/A")
+        missing.append(f"force RMSE {judgement.force_rmse:.3f} > judge.max_force_rmse {judge.max_force_rmse} eV/A")
+    gates = "; ".join(missing)
     if judgement.iteration >= config.stop.max_iterations:
-        return StopDecision(True, "max_iterations", f"reached {config.stop.max_iterations} iterations; " + "; ".join(missing))
+        return StopDecision(True, "max_iterations", f"reached stop.max_iterations={config.stop.max_iterations}; {gates}")
     if judgement.n_labels >= config.stop.max_labels:
-        return StopDecision(True, "max_labels", f"{judgement.n_labels} labels >= {config.stop.max_labels}; " + "; ".join(missing))
-    if judgement.n_selected == 0 and not clean:
-        return StopDecision(True, "nothing_selected",
-                            "runs are not clean but no frame was flagged for labelling: lower "
-                            "explore.variance_threshold or raise explore.min_distances; " + "; ".join(missing))
-    return StopDecision(False, "continue", "; ".join(missing))
+        return StopDecision(True, "max_labels", f"{judgement.n_labels} labels >= stop.max_labels={config.stop.max_labels}; {gates}")
+    if judgement.n_new_labels == 0:
+        if judgement.n_selected:
+            fix = "every selected frame failed to label: see the failed rows of data.db (label_reason)"
+        elif not clean:
+            fix = ("no run flagged a new environment: lower explore.variance_factor, raise distances.data_margin "
+                   "or select.budget")
+        else:
+            fix = ("the runs are clean and explore nothing the model does not know: explore harder "
+                   "(explore.temperatures, explore.protocol_scale), or relax the error gate")
+        return StopDecision(True, "nothing_to_learn", f"iteration {judgement.iteration} added no label, so the next "
+                            f"would refit the same data; {gates}; {fix}")
+    return StopDecision(False, "continue", gates)
