@@ -137,6 +137,11 @@ class MainSettings(Strict):
     use_forces: bool = True
     use_virials: bool = False
     sparse_jitter: float = Field(1e-8, gt=0.0)
+    #: frames far from equilibrium are fitted more loosely: a frame whose RMS reference force
+    #: exceeds this (eV/A) has its energy, force and virial sigmas scaled by RMS force / this.
+    #: 3 eV/A is about the largest RMS force of a 4000 K SiO2 melt frame; frames the loop picks
+    #: where a model went wrong reach 5-15 eV/A and 1-2 eV/atom above the melt. None: no scaling
+    sigma_force_scale: float | None = Field(3.0, gt=0.0)
 
 
 class TrainingData(Strict):
@@ -289,11 +294,11 @@ class ExploreSettings(Strict):
     #: monitors run every ``monitor_every`` steps
     monitor_every: int = Field(20, ge=1)
     #: per-atom predicted variance (eV^2) above which an atom is flagged; "auto": calibrated on
-    #: each model: variance_factor x the variance_quantile of the per-atom variance of its own
-    #: training environments (see alcgap.workflow.calibrate)
+    #: each model: variance_factor x the variance_quantile of its per-atom variance over the
+    #: held-out bootstrap atoms (see alcgap.analysis.uncertainty)
     variance_threshold: float | Literal["auto"] = "auto"
     variance_quantile: float = Field(0.99, gt=0.0, le=1.0)
-    variance_factor: float = Field(3.0, ge=1.0)
+    variance_factor: float = Field(2.0, ge=1.0)
 
     @field_validator("sizes")
     @classmethod

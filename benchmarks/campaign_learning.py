@@ -95,7 +95,17 @@ def main() -> int:
     parser.add_argument("--run-demo", action="store_true", help="run `alcgap run configs/sio2-quick.yaml` first")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    import os
+
+    import quippy  # noqa: F401  (loads the OpenBLAS gap_fit and quippy run on)
+    import threadpoolctl
+
     from alcgap.workflow.campaign import run_campaign
+
+    kernels = {Path(i["filepath"]).name: i.get("architecture") for i in threadpoolctl.threadpool_info()
+               if i["internal_api"] == "openblas"}
+    blas_env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    print(f"OpenBLAS kernels: {kernels}; environment: {blas_env}")
 
     results, timings = {}, {}
     twin_dir = OUT / "classical-10x"
@@ -126,7 +136,7 @@ def main() -> int:
                   f"{r['held_out_force_rmse']:.3f} eV/A; prospective {r['prospective_energy_mae'] or float('nan'):.1f} "
                   f"meV/atom {r['prospective_force_rmse'] or float('nan'):.3f} eV/A; target runs {r['target_verdicts']} "
                   f"first bad step {r['first_bad_step']}; +{r['new_labels']} labels")
-    (OUT / "summary.json").write_text(json.dumps(results, indent=1))
+    (OUT / "summary.json").write_text(json.dumps({"openblas": kernels, "openblas_env": blas_env, **results}, indent=1))
     plot(results, OUT / "learning_curve.png")
     print(f"wrote {OUT / 'summary.json'} and {OUT / 'learning_curve.png'}")
     return 0

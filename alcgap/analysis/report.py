@@ -167,6 +167,9 @@ class IterationRecord:
     vdos: dict[str, Any] | None = None
     trajectories: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: the campaign's learning figures of the iteration (metrics.json of alcgap.workflow.campaign):
+    #: flagged atom fraction per run, prospective errors, where each run first went wrong, decision
+    learning: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -206,6 +209,17 @@ def read_iteration(directory: Path) -> IterationRecord:
     elif isinstance(distance, dict):
         record.rdf_distance = {k: float(v) for k, v in distance.items() if isinstance(v, (int, float))}
     record.vdos = metrics.get("vdos") if isinstance(metrics.get("vdos"), dict) else None
+    runs = metrics.get("runs") if isinstance(metrics.get("runs"), dict) else {}
+    record.learning = {
+        "flagged_atom_fraction": metrics.get("flagged_atom_fraction") or {},
+        "prospective": metrics.get("prospective_errors") or {},
+        "first_bad_step": {run: value.get("first_bad_step") for run, value in runs.items() if isinstance(value, dict)},
+        "temperature": {run: (value.get("temperature") or {}).get("hold_mean") for run, value in runs.items()
+                        if isinstance(value, dict)},
+        "sizes": metrics.get("sizes") or {}, "target_size": metrics.get("target_size"),
+        "spearman": (metrics.get("variance_vs_error") or {}).get("spearman"),
+        "decision": metrics.get("decision") or {},
+    }
     return record
 
 
@@ -390,6 +404,8 @@ def _html(run: Path, records: list[IterationRecord], summary: Any, sections: lis
                   *rows, "</table><p>* judged by this report from the trajectory's last frames</p>"]
     else:
         parts.append("<p>No iteration directories (iter-NNN) yet.</p>")
+    if any(r.learning.get("decision") for r in records):
+        parts += _learning_table(records, summary)
     if problems:
         parts += ["<h2>problems</h2><ul>", *(f"<li>{html.escape(p)}</li>" for p in problems), "</ul>"]
     for title, images in sections:
@@ -401,6 +417,47 @@ def _html(run: Path, records: list[IterationRecord], summary: Any, sections: lis
         parts.append(f"<h2>summary.json</h2><pre>{html.escape(json.dumps(summary, indent=1)[:20000])}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _learning_table(records: list[IterationRecord], summary: Any) -> list[str]:
+    """Iteration by iteration: what was flagged and learned, prospective against held-out error,
+    the target-size runs (and the step each first went wrong), and the stop rule's decision."""
+    head = ["iteration", "flagged atoms (% of monitored)", "new labels", "prospective E MAE (meV/atom), F RMSE (eV/A)",
+            "held-out E MAE, F RMSE", "variance-error Spearman", "target-size runs: verdict (first bad step, T held)",
+            "decision"]
+    rows = []
+    for r in records:
+        if not r.learning.get("decision"):
+            continue
+        learning, errors = r.learning, next(iter(r.errors.values()), {})
+        flagged = ", ".join(f"{html.escape(k)} {100 * v:.1f}" for k, v in learning["flagged_atom_fraction"].items() if v is not None)
+        pe = learning["prospective"]
+        target = [t for t, size in learning["sizes"].items() if size == learning["target_size"]]
+        verdicts = []
+        for t in target:
+            verdict = r.clustering.get(t, "not run")
+            step = learning["first_bad_step"].get(t)
+            held = learning["temperature"].get(t)
+            verdicts.append(f'<span class="{verdict}">{html.escape(t)} {verdict}</span>'
+                            f"{f' (step {step}' if step is not None else ' ('}{f', {held:.0f} K' if held else ''})")
+        decision = learning["decision"]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in [
+            _cell(r.iteration), flagged or "&ndash;", _cell(r.new_labels),
+            f"{_cell(pe.get('energy_mae'))}, {_cell(pe.get('force_rmse'), 3)}" if pe else "&ndash;",
+            f"{_cell(errors.get('energy_mae_meV_atom'))}, {_cell(errors.get('force_rmse_eV_A'), 3)}",
+            _cell(learning.get("spearman"), 2), "<br>".join(verdicts) or "&ndash;",
+            f"<b>{html.escape(str(decision.get('rule')))}</b>: {html.escape(str(decision.get('why', ''))[:300])}"]) + "</tr>")
+    parts = ["<h2>active learning</h2>"]
+    if isinstance(summary, dict) and summary.get("stopped_by"):
+        size = summary.get("target_size")
+        note = "" if summary.get("target_is_10x", True) else f" (judged at {size}x the training cell, not the paper's 10x)"
+        parts.append(f"<p>stopped by <b>{html.escape(str(summary['stopped_by']))}</b>{note}: "
+                     f"{html.escape(str(summary.get('why', '')))}</p>")
+    parts += ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>", *rows, "</table>",
+              "<p>prospective: the error of iteration k's model on the frames iteration k selected, labelled after "
+              "its fit. Flagged atoms: in a pair closer than its flag distance, over the calibrated variance "
+              "threshold, or in a cluster, per monitored frame and atom.</p>"]
+    return parts
 
 
 def main_report(run_dir: str | os.PathLike) -> int:

@@ -4,17 +4,17 @@ Calibration (``explore.variance_threshold: auto``). The scale of GAP's predicted
 depends on delta, the sparse set and the regularisation, so an absolute eV^2 threshold copied
 from one model is noise on another. The threshold is set per model, per atom::
 
-    threshold = variance_factor x quantile(per-atom variance over the model's own training
-                                           environments, variance_quantile)
+    threshold = variance_factor x quantile(per-atom variance over the held-out bootstrap atoms,
+                                           variance_quantile)
 
-over the bootstrap part of the training set (the ordinary material, not the hard frames the
-loop added: their atoms would raise the quantile as the loop learns).
-with defaults 3 x the 99th percentile. It is per atom, so it does not grow with the cell: a 10x
+with defaults 2 x the 99th percentile: the ordinary material, which the model has not been
+trained on. Not the training atoms: with few frames, most training atoms are sparse points and
+their variance is ~0 (seen: 12 xTB frames, 200 sparse points, q99 6e-6 eV^2, so the threshold
+flagged the crystal start at 5.5e-4). It is per atom, so it does not grow with the cell: a 10x
 cell of the same material flags no more atoms per atom than the training cell. Measured on the
 quick Vashishta SiO2 fit (24 atoms, 42 training frames, ``configs/sio2-fit-quick.yaml``):
-training atoms q50 1.6e-4, q99 4.1e-3, max 1.3e-2 eV^2; held-out atoms of the same trajectory
-q99 1.4e-2; the perfect crystal 2.7e-3 at 24 and at 240 atoms. The threshold 1.2e-2 leaves the
-crystal 4.5x below it and flags ~1% of held-out atoms, the tail where the model is least sure.
+held-out atoms q50 5.5e-4, q99 1.4e-2, max 2.0e-2 eV^2; the perfect crystal 2.7e-3 at 24 and
+at 240 atoms, 10x below the threshold 2.8e-2.
 
 Check. Each iteration compares, on the frames it chose and then labelled, the model's per-atom
 force error with its predicted per-atom variance: a Spearman rank correlation and a scatter plot.
@@ -40,11 +40,11 @@ def per_atom_variance(calc, frames: Sequence[Atoms]) -> np.ndarray:
     return np.concatenate(out) if out else np.empty(0)
 
 
-def calibrate_variance(calc, training: Sequence[Atoms], quantile: float = 0.99, factor: float = 3.0) -> dict:
-    """The per-atom variance threshold of a model from its training environments (eV^2)."""
-    if not training:
-        raise ValueError("no training frames to calibrate the variance threshold on")
-    variance = per_atom_variance(calc, training)
+def calibrate_variance(calc, frames: Sequence[Atoms], quantile: float = 0.99, factor: float = 2.0) -> dict:
+    """The per-atom variance threshold of a model from held-out frames of the ordinary material (eV^2)."""
+    if not frames:
+        raise ValueError("no held-out frames to calibrate the variance threshold on")
+    variance = per_atom_variance(calc, frames)
     q = float(np.quantile(variance, quantile))
     return {"threshold": factor * q, "quantile": quantile, "factor": factor, "quantile_value": q,
             "median": float(np.median(variance)), "max": float(variance.max()), "n_atoms": int(variance.size)}

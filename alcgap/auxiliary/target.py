@@ -120,7 +120,7 @@ class PairTarget:
             "scan_range_A": [float(self.r_scan.min()), float(self.r_scan.max())],
             "core": {"form": "A exp(-b r) / r", "A_eV_A": self.core.A, "b_per_A": self.core.b,
                      "lowest_point_A": float(self.r_core.min()) if len(self.r_core) else None},
-            "failed_reference_points": {f"{r:.4f}": why for r, why in sorted(self.failed.items())},
+            "failed_reference_points": {f"{float(r):.4f}": why for r, why in sorted(self.failed.items(), key=lambda item: float(item[0]))},
             "max_noise_correction_eV": self.max_noise_correction, "noise_at_A": self.noise_at,
         }
 

@@ -23,8 +23,13 @@ class EmptyTrainingSet(ValueError):
     pass
 
 
-def training_frames(labelled: Sequence[Atoms], *, use_forces: bool, use_virials: bool) -> list[Atoms]:
-    """Plain Atoms with the labels under gap_fit keys; virial = -stress * volume (eV)."""
+def training_frames(labelled: Sequence[Atoms], *, use_forces: bool, use_virials: bool,
+                    sigmas: tuple[float, float, float] | None = None, force_scale: float | None = None) -> list[Atoms]:
+    """Plain Atoms with the labels under gap_fit keys; virial = -stress * volume (eV).
+
+    With ``sigmas`` (energy, force, virial) and ``force_scale`` (eV/A), a frame whose RMS reference
+    force exceeds ``force_scale`` gets per-frame sigmas (gap_fit's ``energy_sigma``,
+    ``force_sigma``, ``virial_sigma`` keys) scaled by RMS force / ``force_scale``."""
     frames = []
     for atoms in labelled:
         results = atoms.calc.results if atoms.calc is not None else {}
@@ -39,16 +44,25 @@ def training_frames(labelled: Sequence[Atoms], *, use_forces: bool, use_virials:
 
             virial = -voigt_6_to_full_3x3_stress(results["stress"]) * atoms.get_volume()
             frame.info[VIRIAL_KEY] = " ".join(f"{v:.10f}" for v in virial.flatten())
+        if sigmas is not None and force_scale and "forces" in results:
+            scale = float(np.sqrt(np.mean(np.asarray(results["forces"]) ** 2))) / force_scale
+            if scale > 1.0:
+                # per-frame values are absolute in gap_fit: per-atom energy and virial sigmas times
+                # sqrt(N), as gap_fit scales its defaults (sigma_per_atom)
+                for key, sigma in zip(("energy_sigma", "force_sigma", "virial_sigma"), sigmas):
+                    frame.info[key] = sigma * scale * (np.sqrt(len(atoms)) if key != "force_sigma" else 1.0)
         frames.append(frame)
     return frames
 
 
-def write_training_file(labelled: Sequence[Atoms], path: str | os.PathLike, *, use_forces: bool, use_virials: bool) -> Path:
+def write_training_file(labelled: Sequence[Atoms], path: str | os.PathLike, *, use_forces: bool, use_virials: bool,
+                        sigmas: tuple[float, float, float] | None = None, force_scale: float | None = None) -> Path:
     if not labelled:
         raise EmptyTrainingSet("the training set is empty: label at least one structure before fitting")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ase.io.write(path, training_frames(labelled, use_forces=use_forces, use_virials=use_virials), format="extxyz")
+    frames = training_frames(labelled, use_forces=use_forces, use_virials=use_virials, sigmas=sigmas, force_scale=force_scale)
+    ase.io.write(path, frames, format="extxyz")
     return path
 
 
@@ -87,7 +101,9 @@ def fit_main_gap(
     ``atom_energies`` (eV) are the isolated-atom energies used as e0.
     """
     workdir = Path(workdir)
-    train = write_training_file(labelled, workdir / "train.xyz", use_forces=settings.use_forces, use_virials=settings.use_virials)
+    train = write_training_file(labelled, workdir / "train.xyz", use_forces=settings.use_forces, use_virials=settings.use_virials,
+                                sigmas=(settings.energy_sigma, settings.force_sigma, settings.virial_sigma),
+                                force_scale=settings.sigma_force_scale)
     n_atoms = sum(len(a) for a in labelled)
     soap = settings.soap
     if soap.n_sparse > n_atoms:

@@ -700,6 +700,10 @@ def in_isolated_box(atoms: Atoms, vacuum: float) -> Atoms:
     return boxed
 
 
+#: the output of an MPI launch that failed before CP2K itself started: retried once
+MPI_START_FAILURE = "before MPI_INIT completed"
+
+
 class Cp2kReference(Reference):
     """Label structures with CP2K, one ``cp2k.psmp`` process per structure.
 
@@ -794,6 +798,11 @@ class Cp2kReference(Reference):
 
         def attempt(where: Path, scf: ScfControls) -> Label:
             label = self._run_once(atoms, work, multiplicity, where, scf)
+            if label.status is LabelStatus.CRASHED and MPI_START_FAILURE in label.reason:
+                # the MPI launcher failed before CP2K started (seen: OpenMPI "Local abort before
+                # MPI_INIT completed" on a busy node): nothing about the structure, run it again once
+                label = self._run_once(atoms, work, multiplicity, where / "retry-start", scf)
+                recovery.append(attempt_record("start_retry", where / "retry-start", label))
             if label.status is LabelStatus.TIMED_OUT and retries_left[0] > 0:
                 retries_left[0] -= 1
                 label = self._run_once(atoms, work, multiplicity, where / "retry-timeout", scf)

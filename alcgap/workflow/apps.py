@@ -140,10 +140,9 @@ def fit_main(config: dict, train: list[Atoms], test: list[Atoms], atom_energies:
     if explore.variance_threshold == "auto":
         from alcgap.analysis.uncertainty import calibrate_variance
 
-        # on the ordinary material: the bootstrap's training frames, not the hard frames the loop
-        # added (their atoms would raise the quantile as the loop learns, and flag less and less)
-        ordinary = [a for a in train if a.info.get("origin") == "bootstrap"] or train
-        variance = calibrate_variance(GapCalculator(xml, variance=True), ordinary, explore.variance_quantile,
+        # on the held-out bootstrap atoms: the ordinary material, which the model has not seen
+        # (at its own training atoms, often its sparse points, a GP's variance is ~0)
+        variance = calibrate_variance(GapCalculator(xml, variance=True), test, explore.variance_quantile,
                                       explore.variance_factor)
     else:
         variance = {"threshold": float(explore.variance_threshold), "set_by": "explore.variance_threshold"}
@@ -170,14 +169,16 @@ def bootstrap_md(config: dict, out_path: str) -> str:
 # -- selection --------------------------------------------------------------------------------
 
 def select(candidate_paths: list[str], known_paths: list[str], config: dict, budget: int, variance_threshold: float | None,
-           out_path: str, *, fallback: bool = False, select_fn=None) -> dict:
+           out_path: str, *, fallback: bool = False, onsets: dict[str, int] | None = None, select_fn=None) -> dict:
     """Choose up to ``budget`` flagged local environments among the frames of ``candidate_paths``
     and write what is to be labelled to ``out_path``: whole frames up to ``label.max_atoms``,
     carved periodic sub-cells around each chosen environment of larger frames.
 
     ``known_paths``: frames whose environments are already known (the training set, and what
     was chosen before in this iteration); ``fallback``: when no atom is flagged, take the most
-    informative atoms instead (highest variance, or farthest from the known ones).
+    informative atoms instead (highest variance, or farthest from the known ones). ``onsets``:
+    task id -> the step its run first went wrong; later frames of that run follow from the
+    model's error, not from the material, and are not candidates.
     ``select_fn(candidates, known, budget) -> frames`` replaces the built-in choice."""
     from alcgap.carve import CarveSettings
     from alcgap.config import CampaignConfig
@@ -188,7 +189,9 @@ def select(candidate_paths: list[str], known_paths: list[str], config: dict, bud
     for path in candidate_paths:  # a task's frames live in its folder, named by the task id
         for frame in read_frames(path):
             frame.info.setdefault("task", Path(path).parent.name)
-            candidates.append(frame)
+            onset = (onsets or {}).get(frame.info["task"])
+            if onset is None or int(frame.info.get("md_step", 0)) <= onset:
+                candidates.append(frame)
     known = [frame for path in known_paths for frame in read_frames(path)]
     if select_fn is not None:
         chosen = list(select_fn(candidates, known, budget))[:budget]

@@ -424,8 +424,9 @@ class Campaign:
                 plan.record_pick(name, summary)
                 label_pick(summary)
 
+            onsets = {t: md["first_bad_step"] for t, md in plan.md.items() if md.get("first_bad_step") is not None}
             pending.add(self.apps.select(candidates, known_paths, self.app_config, budget, threshold,
-                                         str(state.dir / "select" / f"{name}.xyz"), fallback=fallback,
+                                         str(state.dir / "select" / f"{name}.xyz"), fallback=fallback, onsets=onsets,
                                          select_fn=self.select_fn), picked)
 
         def after_md(task: ExploreTask, folder: Path) -> None:
