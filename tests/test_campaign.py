@@ -14,6 +14,7 @@ from pathlib import Path
 
 import ase.io
 import pytest
+import yaml
 
 from alcgap.config import load_campaign_config
 from alcgap.reference import LammpsReference
@@ -24,20 +25,17 @@ from alcgap.workflow.campaign import ResumeRefused, resume_campaign, run_campaig
 # bootstrap (one short melt, 18 frames), so the first model is not good enough at 4000 K and the
 # loop must repair it. The suite judges 2x cells (48 atoms), said explicitly by judge.target_size;
 # the demo and benchmarks/campaign_learning.py judge the paper's 10x.
+DEMO = yaml.safe_load((Path(__file__).parents[1] / "configs" / "sio2-quick.yaml").read_text())
 QUICK = {
+    **DEMO,
     "name": "test",
-    "species": ["Si", "O"],
     "seed": 5,
     "threads": 1,
     "reference": {"kind": "lammps"},
-    "main": {"soap": {"n_sparse": 100}},
-    "data": {"n_atoms": 24, "sample_every": 100, "test_fraction": 0.3, "protocol": [
-        {"steps": 600, "t_start": 300, "t_end": 4000},
-        {"steps": 300, "t_start": 4000, "t_end": 4000},
-        {"steps": 900, "t_start": 4000, "t_end": 300}]},
-    "explore": {"seeds": [1], "sizes": [1, 2], "temperatures": [4000], "protocol_scale": 0.004, "monitor_every": 10},
+    "main": {**DEMO["main"], "soap": {**DEMO["main"]["soap"], "n_sparse": 100}},
+    "explore": {**DEMO["explore"], "sizes": [1, 2]},
     "select": {"budget": 6},
-    "judge": {"target_size": 2, "max_energy_mae": 40.0, "max_force_rmse": 1.0},
+    "judge": {**DEMO["judge"], "target_size": 2, "max_energy_mae": 40.0, "max_force_rmse": 1.0},
     "stop": {"max_iterations": 4},
 }
 

@@ -28,7 +28,8 @@ from test_campaign import QUICK, SlowVashishta, no_duplicate_labels
 from test_sites import site_data, slurm, with_tests_importable  # noqa: F401  (slurm: the fixture)
 
 #: one iteration, one exploration run at 1x the cell (QUICK explores 1x and 2x, for 3 iterations)
-CONFIG = dict(QUICK, explore=dict(QUICK["explore"], sizes=[1]), stop={"max_iterations": 1})
+CONFIG = dict(QUICK, explore=dict(QUICK["explore"], sizes=[1]), judge=dict(QUICK["judge"], target_size=1),
+              stop={"max_iterations": 1})
 #: condensed labels stored before the block is cancelled (SlowVashishta: 0.5 s each)
 CANCEL_AFTER = 3
 

@@ -438,8 +438,9 @@ def _learning_table(records: list[IterationRecord], summary: Any) -> list[str]:
             verdict = r.clustering.get(t, "not run")
             step = learning["first_bad_step"].get(t)
             held = learning["temperature"].get(t)
+            notes = ([f"first at step {step}"] if step is not None else []) + ([f"held {held:.0f} K"] if held else [])
             verdicts.append(f'<span class="{verdict}">{html.escape(t)} {verdict}</span>'
-                            f"{f' (step {step}' if step is not None else ' ('}{f', {held:.0f} K' if held else ''})")
+                            + (f" ({', '.join(notes)})" if notes else ""))
         decision = learning["decision"]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in [
             _cell(r.iteration), flagged or "&ndash;", _cell(r.new_labels),

@@ -59,6 +59,7 @@ def campaign_config(scale: Scale, mode: str, base: dict | None = None) -> dict:
         data=fit["data"],
         # the benchmark runs its own MD (phase 2): the campaign's exploration is one short 1x run
         explore={**config.get("explore", {}), "seeds": [1], "sizes": [1], "protocol_scale": 0.001},
+        judge={**config.get("judge", {}), "target_size": 1},
         select={**config.get("select", {}), "budget": 1},
         stop={**config.get("stop", {}), "max_iterations": 1, "max_labels": 10_000},
     )
