@@ -270,8 +270,11 @@ class DistanceSettings(Strict):
     #: (1 - data_margin) x their shortest distance in the labelled bootstrap frames
     flag: dict[str, float] = Field(default_factory=dict)
     data_margin: float = Field(0.05, ge=0.0, lt=0.5)
-    #: a pair closer than (1 - cluster_margin) x its flag distance makes a frame clustered
-    cluster_margin: float = Field(0.15, gt=0.0, lt=1.0)
+    #: a pair closer than (1 - cluster_margin) x its flag distance makes a frame clustered. None:
+    #: 0.15 when the bootstrap frames come from the reference's own potential (a classical
+    #: reference), 0.2 when they come from a classical stand-in for a DFT reference, whose
+    #: shortest pairs are the stand-in's, not the reference's (see alcgap.distances)
+    cluster_margin: float | None = Field(None, gt=0.0, lt=1.0)
     #: an MD run stops when pairs come closer than collapse_fraction x their clustered distance
     collapse_fraction: float = Field(0.6, gt=0.0, lt=1.0)
 

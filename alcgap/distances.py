@@ -6,7 +6,8 @@ flagged, so never labelled, so never learned. Per species pair (Angstrom)::
     flag      = (1 - data_margin) x the shortest distance of the pair in the labelled bootstrap
                 frames (or the user's value): closer than anything the model was trained on ->
                 the frame is a candidate for labelling
-    clustered = (1 - cluster_margin) x flag: the clustering verdict (a run with such a pair on
+    clustered = (1 - cluster_margin) x flag (margin 0.15, or 0.2 when a classical stand-in made the
+                bootstrap of a DFT reference): the clustering verdict (a run with such a pair on
                 any monitored frame is not clean); always below the flag, so every clustered
                 frame was flagged first
     collapse  = collapse_fraction x clustered: the MD run stops (atoms have fallen onto each other)
@@ -38,6 +39,15 @@ from ase.data import atomic_numbers, covalent_radii
 
 from alcgap.structures import Pair, pair_key, pair_name, species_pairs
 
+#: cluster margins by where the bootstrap geometry comes from. A classical reference drives its
+#: own bootstrap: its data's shortest pairs are the reference's, and its own 240- and 2160-atom
+#: melts at 4000-6000 K stayed above 0.85 x flag (Vashishta: O-O 1.93-2.09 A against 1.72).
+#: A DFT campaign's bootstrap runs a classical stand-in (Vashishta for SiO2), whose shortest
+#: pairs need not be the reference's: with 0.15 the xTB demo took four iterations, its 2nd and
+#: 3rd models putting O-O at 1.82 and 1.80 A in 2 and 1 of 61 monitored 10x frames (clustered
+#: below 1.85 A; xTB labels of such cells were ordinary, -103.8 eV/atom like other carved cells)
+OWN_BOOTSTRAP_MARGIN = 0.15
+STAND_IN_BOOTSTRAP_MARGIN = 0.2
 #: neighbour range (Angstrom) over which the data's shortest pairs are searched
 SEARCH_RADIUS = 4.0
 #: a pair missing from the data is flagged below this fraction of its covalent bond length

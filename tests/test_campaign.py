@@ -80,10 +80,15 @@ def test_campaign_learns_and_stops_on_the_target_size(campaign):
     for k in range(1, len(metrics) + 1):
         train = ase.io.read(run_dir / f"iter-{k:03d}" / "train.xyz", ":")
         assert not {a.info["fingerprint"] for a in train} & test_keys
-    # every selected label says which atoms it was chosen for; a 48-atom frame is too small to
-    # carve a radius-4 A cell out of, so it is labelled whole and says why
+    # every selected label says which atoms it was chosen for; a 48-atom frame is carved around
+    # one atom where a radius-4 A cell fits, else labelled whole, saying why
     assert all(row.data["details"]["centre_atoms"] for row in explored)
-    assert all(row.natoms <= 24 or "carve_failed" in row.data["details"] for row in explored)
+    for row in explored:
+        details = row.data["details"]
+        if "carve_centres" in details:
+            assert row.natoms < 48 and details["carved_from_natoms"] == 48
+        else:
+            assert row.natoms == 24 or "carve_failed" in details
     assert all(row.get("variance") is not None or row.get("min_distance") is not None for row in explored)
     no_duplicate_labels(store)
 

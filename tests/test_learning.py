@@ -184,3 +184,19 @@ def test_the_stop_rule_judges_the_target_size_and_names_the_gate():
     decision = decide(spinning, config)
     assert decision.rule == "nothing_to_learn"
     assert "judge.max_force_rmse" in decision.why and "explore.temperatures" in decision.why
+
+
+def test_frames_far_from_equilibrium_are_fitted_more_loosely():
+    """Per-frame sigmas scale with the RMS force above main.sigma_force_scale (gap_fit reads
+    them: seen, a fit with energy_sigma = force_sigma = 100 on every frame predicts another energy)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from alcgap.fit.main import training_frames
+
+    calm, wild = beta_cristobalite(), beta_cristobalite()
+    calm.calc = SinglePointCalculator(calm, energy=-200.0, forces=np.full((24, 3), 1.0))
+    wild.calc = SinglePointCalculator(wild, energy=-150.0, forces=np.full((24, 3), 12.0))
+    frames = training_frames([calm, wild], use_forces=True, use_virials=False, sigmas=(0.002, 0.1, 0.1), force_scale=3.0)
+    assert "force_sigma" not in frames[0].info
+    assert frames[1].info["force_sigma"] == pytest.approx(0.4)  # 0.1 x 12 / 3
+    assert frames[1].info["energy_sigma"] == pytest.approx(0.002 * 4 * np.sqrt(24))  # absolute, like gap_fit's per-atom default

@@ -33,6 +33,7 @@ from alcgap.workflow import apps
 from alcgap.workflow.explore import FALLBACK, LEFTOVER, Exploration, ExploreTask, md_summary
 from alcgap.workflow.state import IterationState, iteration_dir, read_frames, write_frames_atomic, write_json_atomic
 from alcgap.workflow.stop import Judgement, StopDecision, decide
+from alcgap.distances import OWN_BOOTSTRAP_MARGIN, STAND_IN_BOOTSTRAP_MARGIN
 
 console = Console(stderr=True)
 log = logging.getLogger("alcgap.campaign")
@@ -303,8 +304,11 @@ class Campaign:
         labelled = self._bootstrap_labels(read_frames(boot.dir / "bootstrap.xyz"))
         shells = dict(base_criteria(config.species).neighbour_cutoff)
         shells.update((config.judge.clustering or {}).get("neighbour_cutoff", {}))
+        margin = config.distances.cluster_margin
+        if margin is None:  # see DistanceSettings.cluster_margin
+            margin = OWN_BOOTSTRAP_MARGIN if config.reference.kind == "lammps" else STAND_IN_BOOTSTRAP_MARGIN
         table = DistanceTable.from_data(labelled, config.species, data_margin=config.distances.data_margin,
-                                        given=config.distances.flag, cluster_margin=config.distances.cluster_margin,
+                                        given=config.distances.flag, cluster_margin=margin,
                                         collapse_fraction=config.distances.collapse_fraction, shells=shells)
         console.log(f"distance table: {table.describe()}")
         return {"table": table.as_dict()}
@@ -405,7 +409,8 @@ class Campaign:
 
         def label_pick(summary: dict) -> None:
             for atoms in read_frames(summary["path"]) if summary.get("n_chosen") else []:
-                reason = f"{atoms.info.get('selection_kind', '')}: {atoms.info.get('flag_reasons', '')}"
+                kind, flags = atoms.info.get("selection_kind"), str(atoms.info.get("flag_reasons", ""))
+                reason = f"{kind}: {flags}" if kind else flags
                 provenance = Provenance(state.iteration, f"explore:{atoms.info.get('task', 'unknown')}",
                                         variance=atoms.info.get("max_variance"), min_distance=atoms.info.get("min_distance"),
                                         reason=reason[:500], details=selection_details(atoms))
