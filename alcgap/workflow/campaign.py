@@ -32,7 +32,7 @@ from alcgap.structures import pair_name
 from alcgap.workflow import apps
 from alcgap.workflow.explore import FALLBACK, LEFTOVER, Exploration, ExploreTask, md_summary
 from alcgap.workflow.state import IterationState, iteration_dir, read_frames, write_frames_atomic, write_json_atomic
-from alcgap.workflow.stop import Judgement, StopDecision, decide
+from alcgap.workflow.stop import Judgement, StopDecision, decide, gates
 from alcgap.distances import OWN_BOOTSTRAP_MARGIN, STAND_IN_BOOTSTRAP_MARGIN
 
 console = Console(stderr=True)
@@ -466,12 +466,10 @@ class Campaign:
 
     def _gate_fails(self, fitted: dict, plan: Exploration) -> bool:
         """Would this iteration fail to converge (errors over a gate, or a target run not clean)?"""
-        judge = self.config.judge
         errors = fitted["errors"]["composite"]
-        force = errors["force_rmse"]
-        errors_fail = errors["energy_mae"] > judge.max_energy_mae or (force == force and force > judge.max_force_rmse)
-        target = [s for s in plan.md.values() if s.get("size") == judge.target_size]
-        return errors_fail or not target or any(s["verdict"] != "clean" for s in target)
+        judgement = Judgement(0, errors["energy_mae"], errors["force_rmse"], {t: s["verdict"] for t, s in plan.md.items()},
+                              {t: s["size"] for t, s in plan.md.items()}, target_size=self.config.judge.target_size)
+        return not all(gates(judgement, self.config))
 
     def _judge(self, state: IterationState, fitted: dict) -> dict:
         from alcgap.analysis.metrics import error_metrics, parity_data

@@ -51,14 +51,20 @@ class StopDecision:
         return asdict(self)
 
 
+def gates(judgement: Judgement, config: CampaignConfig) -> tuple[bool, bool, bool]:
+    """(target-size runs clean, energy error under its gate, force error under its gate)."""
+    judge = config.judge
+    energy_ok = judgement.energy_mae <= judge.max_energy_mae
+    force_ok = math.isnan(judgement.force_rmse) or judgement.force_rmse <= judge.max_force_rmse
+    return judgement.target_clean(), energy_ok, force_ok
+
+
 def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
     """Converged when the target-size runs are all clean and the held-out errors are under their
     gates; otherwise stop at the iteration or label limit, or when the iteration learned nothing;
     otherwise go on."""
     judge = config.judge
-    clean = judgement.target_clean()
-    energy_ok = judgement.energy_mae <= judge.max_energy_mae
-    force_ok = math.isnan(judgement.force_rmse) or judgement.force_rmse <= judge.max_force_rmse
+    clean, energy_ok, force_ok = gates(judgement, config)
     size = f"{judgement.target_size}x" + ("" if judgement.target_size == 10 else " (not the paper's 10x)")
     if clean and energy_ok and force_ok:
         return StopDecision(True, "converged", f"iteration {judgement.iteration}: every {size} run is clean on every "
@@ -72,11 +78,11 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
         missing.append(f"energy MAE {judgement.energy_mae:.2f} > judge.max_energy_mae {judge.max_energy_mae} meV/atom")
     if not force_ok:
         missing.append(f"force RMSE {judgement.force_rmse:.3f} > judge.max_force_rmse {judge.max_force_rmse} eV/A")
-    gates = "; ".join(missing)
+    failing = "; ".join(missing)
     if judgement.iteration >= config.stop.max_iterations:
-        return StopDecision(True, "max_iterations", f"reached stop.max_iterations={config.stop.max_iterations}; {gates}")
+        return StopDecision(True, "max_iterations", f"reached stop.max_iterations={config.stop.max_iterations}; {failing}")
     if judgement.n_labels >= config.stop.max_labels:
-        return StopDecision(True, "max_labels", f"{judgement.n_labels} labels >= stop.max_labels={config.stop.max_labels}; {gates}")
+        return StopDecision(True, "max_labels", f"{judgement.n_labels} labels >= stop.max_labels={config.stop.max_labels}; {failing}")
     if judgement.n_new_labels == 0:
         if judgement.n_selected:
             fix = "every selected frame failed to label: see the failed rows of data.db (label_reason)"
@@ -87,5 +93,5 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
             fix = ("the runs are clean and explore nothing the model does not know: explore harder "
                    "(explore.temperatures, explore.protocol_scale), or relax the error gate")
         return StopDecision(True, "nothing_to_learn", f"iteration {judgement.iteration} added no label, so the next "
-                            f"would refit the same data; {gates}; {fix}")
-    return StopDecision(False, "continue", gates)
+                            f"would refit the same data; {failing}; {fix}")
+    return StopDecision(False, "continue", failing)
