@@ -21,8 +21,8 @@ labelled and trained on is then no longer flagged as new, so flags fall as the m
 A pair the bootstrap frames never bring within ``SEARCH_RADIUS`` (a minority species, say) gets
 ``COVALENT_FRACTION`` x the sum of covalent radii as its flag distance, and says so in ``source``.
 
-SiO2 as a documented example: Vashishta bootstrap data (24 atoms, melt at 4000 K) gives about
-Si-O 1.40, O-O 2.05, Si-Si 2.35 A as the shortest seen; hand-justified silica values (a-SiO2,
+SiO2 as a documented example: Vashishta bootstrap data (24 atoms, 65 frames of a melt at 5000 K,
+``configs/sio2-fit-quick.yaml``) gives Si-O 1.39, O-O 2.13, Si-Si 2.50 A as the shortest seen; hand-justified silica values (a-SiO2,
 quartz, cristobalite, stishovite; see :meth:`~alcgap.analysis.clustering.ClusteringCriteria.sio2`)
 are clustered at Si-O 1.3, O-O 2.0, Si-Si 2.2 A. ``SIO2_FLAG_DISTANCES`` with the default
 margin puts the clustered distances close to those.
@@ -37,7 +37,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 
-from alcgap.structures import Pair, pair_key, pair_name, species_pairs
+from alcgap.structures import Pair, min_pair_distances, pair_name, species_pairs
 
 #: cluster margins by where the bootstrap geometry comes from. A classical reference drives its
 #: own bootstrap: its data's shortest pairs are the reference's, and its own 240- and 2160-atom
@@ -66,24 +66,17 @@ COORDINATION_SLACK = 1
 
 
 def _pairs(values: Mapping) -> dict[Pair, float]:
-    out = {}
-    for key, value in values.items():
-        a, b = key.replace(" ", "").split("-") if isinstance(key, str) else key
-        out[pair_key(a, b)] = float(value)
-    return out
+    from alcgap.analysis.rdf import normalise_pairs
+
+    return {pair: float(value) for pair, value in normalise_pairs(values).items()}
 
 
 def shortest_in_frames(frames: Iterable[Atoms], radius: float = SEARCH_RADIUS) -> dict[Pair, float]:
     """Shortest distance of every species pair over ``frames`` (periodic images included)."""
-    from matscipy.neighbours import neighbour_list
-
     closest: dict[Pair, float] = {}
     for atoms in frames:
-        i, j, d = neighbour_list("ijd", atoms, radius)
-        symbols = np.array(atoms.get_chemical_symbols())
-        for a, b in {pair_key(x, y) for x, y in zip(symbols[i], symbols[j])}:
-            mask = (symbols[i] == a) & (symbols[j] == b)
-            closest[(str(a), str(b))] = min(closest.get((str(a), str(b)), np.inf), float(d[mask].min()))
+        for pair, r in min_pair_distances(atoms, radius).items():
+            closest[pair] = min(closest.get(pair, np.inf), r)
     return closest
 
 

@@ -279,7 +279,7 @@ class Campaign:
         frames = read_frames(frames_path)
         self._stage(state, "label", lambda: self._label_all(frames, [Provenance(0, "bootstrap")] * len(frames)))
         self._stage(state, "split", lambda: self._split(frames))
-        self._stage(state, "distances", self._distances)
+        self._stage(state, "distances", lambda: self._distances(frames))
 
     def _bootstrap_labels(self, frames: Sequence[Atoms]) -> list[Atoms]:
         """The OK labels of the bootstrap frames, in trajectory order."""
@@ -296,12 +296,12 @@ class Campaign:
         train, test = split(labelled, self.config.data.test_fraction, self.config.seed)
         return {"test": [a.info["fingerprint"] for a in test], "train": [a.info["fingerprint"] for a in train]}
 
-    def _distances(self) -> dict:
+    def _distances(self, frames: Sequence[Atoms]) -> dict:
         """The one distance table (flags, clustering verdict, collapse) from the labelled bootstrap frames."""
         from alcgap.distances import DistanceTable, base_criteria
 
-        config, boot = self.config, IterationState(self.run_dir, 0)
-        labelled = self._bootstrap_labels(read_frames(boot.dir / "bootstrap.xyz"))
+        config = self.config
+        labelled = self._bootstrap_labels(frames)
         shells = dict(base_criteria(config.species).neighbour_cutoff)
         shells.update((config.judge.clustering or {}).get("neighbour_cutoff", {}))
         margin = config.distances.cluster_margin
