@@ -10,12 +10,16 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
+from ase import Atoms
 from ase.data import atomic_numbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from alcgap.md.protocols import Segment, melt_and_quench
 from alcgap.reference._cp2k import Cp2kSettings
-from alcgap.structures import Pair, pair_key, pair_name, species_pairs
+from alcgap.reference._lammps import (VASHISHTA_SIO2_TYPES, charge_settings, has_kspace, lammps_types, net_charge,
+                                      vashishta_sio2_commands)
+from alcgap.structures import Pair, pair_key, pair_name, species_pairs, unit_cell
 
 
 class ConfigError(ValueError):
@@ -37,13 +41,46 @@ def parse_pair(name: str) -> Pair:
 
 
 class LammpsReferenceSettings(Strict):
-    """A classical potential in LAMMPS standing in for DFT (default: Vashishta SiO2)."""
+    """A classical potential in LAMMPS standing in for DFT (default: Vashishta SiO2).
+
+    Which LAMMPS type is which element comes from the element names of a ``pair_coeff * * FILE
+    El1 El2 ...`` line, whatever the order of ``species``; pair_coeff lines with per-type-pair
+    coefficients (``pair_coeff 1 2 ...``) name none, and then ``types`` is required.
+    """
 
     kind: Literal["lammps"] = "lammps"
     #: pair_style/pair_coeff lines; None means the Vashishta (1990) SiO2 file shipped with LAMMPS
     pair_commands: list[str] | None = None
-    #: LAMMPS type order (type 1 = first); None means the campaign's species in order
+    #: LAMMPS type order (type 1 = first); None: the element names of the pair_coeff line. A
+    #: given order must repeat them (it is refused, not reordered)
     types: list[str] | None = None
+    #: fixed charge (e) per element, required by a Coulomb model (a "coul" pair style or a
+    #: kspace_style line), e.g. {Si: 2.4, O: -1.2}; every periodic cell labelled must be neutral
+    charges: dict[str, float] | None = None
+    #: None: "charge" when the pair style has a Coulomb term, else "atomic"
+    atom_style: Literal["atomic", "charge"] | None = None
+
+    def commands(self) -> list[str]:
+        """The pair commands, with the shipped Vashishta file's line standing for None (no file look-up)."""
+        return self.pair_commands or vashishta_sio2_commands("SiO.1990.vashishta")
+
+    def lammps_types(self) -> list[str]:
+        """The LAMMPS type order (type 1 first)."""
+        return lammps_types(self.commands(), self.types)
+
+    @model_validator(mode="after")
+    def _types_and_charges_can_work(self) -> "LammpsReferenceSettings":
+        commands = self.commands()
+        if has_kspace(commands):
+            # LAMMPS refuses Ewald/PPPM with non-periodic boundaries, and the fit labels every
+            # isolated atom and dimer of its aux scans with the reference
+            raise ValueError(
+                "reference.pair_commands: a kspace_style (Ewald, PPPM) needs periodic cells, but the fit labels "
+                "isolated atoms and dimers with the reference; use a smooth real-space Coulomb sum, e.g. "
+                "'pair_style born/coul/dsf 0.2 5.5 10.0' (Buckingham is Born with sigma = D = 0) or coul/wolf"
+            )
+        charge_settings(commands, self.lammps_types(), self.charges, self.atom_style)
+        return self
 
 
 #: the reference, chosen by ``kind``: "lammps" (classical stand-in) or "cp2k" (DFT, or xTB for demos)
@@ -129,13 +166,21 @@ class MainSettings(Strict):
     """The main SOAP GAP, fitted on the residual (reference minus auxiliary)."""
 
     soap: SoapSettings = Field(default_factory=SoapSettings)
-    #: regularisation: energy (eV/atom), force (eV/A), virial (eV/atom)
+    #: regularisation: energy (eV/atom), force (eV/A), virial (eV/atom); gap_fit scales the energy
+    #: and virial sigmas of a frame by sqrt(its atoms)
     energy_sigma: float = Field(0.002, gt=0.0)
     force_sigma: float = Field(0.1, gt=0.0)
+    #: 0.1 eV/atom is ~1 GPa per atom of silica (~15 A^3/atom), so 0.2 GPa on a 24-atom frame's
+    #: stress. Scanned on a 24-atom Vashishta fit: 0.1-0.2 gave the lowest held-out stress RMSE
+    #: (1.49-1.50 GPa); 0.02 over-weights (1.87 GPa, energy MAE 12.7 against 11.1 meV/atom); 0.5: 1.55 GPa
     virial_sigma: float = Field(0.1, gt=0.0)
     #: the paper trained on energies only; forces (and virials) when present are the better default
     use_forces: bool = True
-    use_virials: bool = False
+    #: None: virials of every periodic frame whose label carries a stress (isolated atoms and
+    #: dimers have none); True: the same. Fixed-cell (NVT) data say nothing else about the
+    #: pressure: a composite of another material fitted without them ran MD at -157 GPa where
+    #: the reference gave -5 to +2 (issue 15). False: never
+    use_virials: bool | None = None
     sparse_jitter: float = Field(1e-8, gt=0.0)
     #: frames far from equilibrium are fitted more loosely: a frame whose RMS reference force
     #: exceeds this (eV/A) has its energy, force and virial sigmas scaled by RMS force / this.
@@ -144,17 +189,185 @@ class MainSettings(Strict):
     sigma_force_scale: float | None = Field(3.0, gt=0.0)
 
 
-class TrainingData(Strict):
-    """Bootstrap data: classical melt-and-quench of a crystal, subsampled and labelled."""
+class BulkCrystal(Strict):
+    """A crystal from ``ase.build.bulk`` (its keywords; Angstrom, degrees): a name ASE knows
+    (``{bulk: Cu}``), or any formula with its structure, e.g. ``{bulk: InP, crystalstructure:
+    zincblende, a: 5.87}``."""
 
-    #: "beta-cristobalite" or a path to any structure file ASE reads
-    structure: str = "beta-cristobalite"
-    n_atoms: int = Field(24, ge=1)
+    bulk: str
+    crystalstructure: str | None = None
+    a: float | None = Field(None, gt=0.0)
+    b: float | None = Field(None, gt=0.0)
+    c: float | None = Field(None, gt=0.0)
+    alpha: float | None = Field(None, gt=0.0, lt=180.0)
+    covera: float | None = Field(None, gt=0.0)
+    u: float | None = None
+    orthorhombic: bool = False
+    cubic: bool = False
+
+
+class SpacegroupCrystal(Strict):
+    """A crystal from ``ase.spacegroup.crystal``: the asymmetric unit (``symbols`` at fractional
+    ``basis`` positions), the space group (number or symbol) and ``cellpar`` [a, b, c (Angstrom),
+    alpha, beta, gamma (degrees)]."""
+
+    spacegroup: int | str
+    symbols: list[str]
+    basis: list[tuple[float, float, float]]
+    cellpar: tuple[float, float, float, float, float, float]
+
+    @model_validator(mode="after")
+    def _one_site_per_symbol(self) -> "SpacegroupCrystal":
+        if len(self.symbols) != len(self.basis):
+            raise ValueError(f"{len(self.symbols)} symbols for {len(self.basis)} basis positions: give one of each per site")
+        return self
+
+
+def _structure_tag(value) -> str | None:
+    if isinstance(value, (str, BulkCrystal, SpacegroupCrystal)):
+        return {str: "name", BulkCrystal: "bulk", SpacegroupCrystal: "spacegroup"}[type(value)]
+    if isinstance(value, dict):
+        return "bulk" if "bulk" in value else "spacegroup" if "spacegroup" in value else None
+    return None
+
+
+#: the starting crystal: "beta-cristobalite", a structure file, {bulk: ...} or {spacegroup: ...}
+StructureSpec = Annotated[
+    Union[Annotated[str, Tag("name")], Annotated[BulkCrystal, Tag("bulk")], Annotated[SpacegroupCrystal, Tag("spacegroup")]],
+    Discriminator(_structure_tag, custom_error_type="structure_spec", custom_error_message=(
+        "give 'beta-cristobalite', a structure file, {bulk: NAME, ...} (ase.build.bulk) or "
+        "{spacegroup: N, symbols: [...], basis: [...], cellpar: [...]} (ase.spacegroup.crystal)")),
+]
+
+
+class ClassicalBootstrap(Strict):
+    """Melt-and-quench of the starting cell with a classical LAMMPS potential, a frame every
+    ``sample_every`` steps. The potential: ``pair_commands`` (with ``types`` and ``charges`` as
+    for ``reference``); None: the reference's own when it is classical, else the Vashishta (1990)
+    SiO2 file shipped with LAMMPS, which knows Si and O only."""
+
+    kind: Literal["classical"] = "classical"
+    pair_commands: list[str] | None = None
+    #: LAMMPS type order (type 1 first); None: the element names of the pair_coeff line
+    types: list[str] | None = None
+    #: fixed charge (e) per element, for a Coulomb model
+    charges: dict[str, float] | None = None
     protocol: list[Segment] = Field(default_factory=lambda: melt_and_quench(0.05))
     timestep: float = Field(1.0, gt=0.0, le=5.0)
     sample_every: int = Field(100, ge=1)
+
+
+class StructuresBootstrap(Strict):
+    """Frames from a file you give: extxyz, an ASE trajectory, a LAMMPS dump, any file ``ase.io``
+    reads (all its frames, in order), subsampled: every ``every``-th frame from the first, or
+    ``count`` frames evenly spread from the first to the last (frame round(i (n - 1) / (count - 1))).
+    Neither: every frame. Only symbols, positions and cells are kept: the reference labels them."""
+
+    kind: Literal["structures"]
+    path: str
+    #: ``ase.io`` format, when the file's name does not tell it
+    format: str | None = None
+    every: int | None = Field(None, ge=1)
+    count: int | None = Field(None, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _file_exists(cls, value: str) -> str:
+        if not Path(value).exists():
+            raise ValueError(f"file not found: {value}")
+        return str(Path(value).resolve())  # the bootstrap app may run in another folder
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "StructuresBootstrap":
+        if self.every is not None and self.count is not None:
+            raise ValueError("give every (keep every k-th frame) or count (frames spread evenly), not both")
+        return self
+
+
+class RattleBootstrap(Strict):
+    """Strained and rattled copies of the starting cell, for a material with no classical potential.
+
+    ``copies`` frames per temperature, each with a random symmetric strain (components uniform
+    in +-``max_strain``) and then Gaussian displacements of sigma = sqrt(kB T / spring) per
+    Cartesian component: the thermal spread of a classical Einstein oscillator at T. Seeded:
+    ``seed`` (None: the config's seed) gives the same frames every time.
+    """
+
+    kind: Literal["rattle"]
+    temperatures: list[float] = Field(default_factory=lambda: [300.0, 1000.0, 2000.0], min_length=1)
+    #: Einstein spring constant (eV/A^2). Seen with Vashishta potentials, one atom moved in its
+    #: crystal: InP 10.5 (In) and 11.0 (P), beta-cristobalite 84 (Si) and 54 (O). A softer spring
+    #: than the material's rattles further than its thermal motion. 10 eV/A^2 gives sigma =
+    #: 0.051, 0.093, 0.131 A at 300, 1000, 2000 K
+    spring: float = Field(10.0, gt=0.0)
+    copies: int = Field(8, ge=1)
+    max_strain: float = Field(0.03, ge=0.0, lt=0.5)
+    seed: int | None = None
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if min(value) <= 0:
+            raise ValueError(f"{value}: temperatures are in K and positive")
+        return value
+
+
+def _bootstrap_tag(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("kind", "classical")  # the kind whose fields stood under data before data.bootstrap
+    return getattr(value, "kind", None)
+
+
+#: how the bootstrap frames are made, chosen by ``kind``: classical (the default), structures or rattle
+BootstrapSettings = Annotated[
+    Union[Annotated[ClassicalBootstrap, Tag("classical")], Annotated[StructuresBootstrap, Tag("structures")],
+          Annotated[RattleBootstrap, Tag("rattle")]],
+    Discriminator(_bootstrap_tag, custom_error_type="bootstrap_kind",
+                  custom_error_message="kind must be one of classical, structures, rattle"),
+]
+
+#: keys of the classical bootstrap that may stand directly under ``data`` (the spelling from
+#: before data.bootstrap; configs written that way keep working)
+_CLASSICAL_SHORTHAND = ("protocol", "timestep", "sample_every")
+
+
+class TrainingData(Strict):
+    """Bootstrap data: frames of the starting crystal (or given), labelled by the reference."""
+
+    #: "beta-cristobalite", a path to any structure file ASE reads (its last frame),
+    #: {bulk: ...} (ase.build.bulk) or {spacegroup: ...} (ase.spacegroup.crystal)
+    structure: StructureSpec = "beta-cristobalite"
+    #: atoms of the bootstrap cell: a multiple of the structure's own; None: the structure as it
+    #: is (24 for beta-cristobalite)
+    n_atoms: int | None = Field(None, ge=1)
+    bootstrap: BootstrapSettings = Field(default_factory=ClassicalBootstrap)
     #: fraction of frames held out for testing (never used in a fit)
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _classical_shorthand(cls, data):
+        """``data.protocol``, ``data.timestep``, ``data.sample_every`` are the classical bootstrap's."""
+        if not isinstance(data, dict) or not any(key in data for key in _CLASSICAL_SHORTHAND):
+            return data
+        moved = {key: data[key] for key in _CLASSICAL_SHORTHAND if key in data}
+        bootstrap = data.get("bootstrap", {})
+        if isinstance(bootstrap, BaseModel):
+            bootstrap = {"kind": bootstrap.kind, **bootstrap.model_dump(exclude_unset=True)}
+        kind = bootstrap.get("kind", "classical") if isinstance(bootstrap, dict) else None
+        if kind != "classical":
+            raise ValueError(f"data.{next(iter(moved))}: belongs to a classical bootstrap, and data.bootstrap.kind is "
+                             f"{kind!r}; remove it")
+        twice = sorted(set(moved) & set(bootstrap))
+        if twice:
+            raise ValueError(f"data.{twice[0]}: given twice, under data and under data.bootstrap; keep data.bootstrap.{twice[0]}")
+        rest = {key: value for key, value in data.items() if key not in moved}
+        return {**rest, "bootstrap": {**bootstrap, "kind": "classical", **moved}}
+
+    def crystal(self) -> Atoms:
+        """The starting crystal's own cell (before it is repeated to ``n_atoms``), ASE Atoms."""
+        spec = self.structure if isinstance(self.structure, str) else self.structure.model_dump(exclude_none=True)
+        return unit_cell(spec)
 
 
 class FitConfig(Strict):
@@ -185,6 +398,13 @@ class FitConfig(Strict):
 
     @model_validator(mode="after")
     def _cutoff_table_matches_species(self) -> "FitConfig":
+        if "cutoffs" not in self.aux.model_fields_set and set(self.species) != {"Si", "O"}:
+            raise ValueError(
+                f"aux.cutoffs: the default cutoffs are SiO2's (the paper's Si-Si 1.6, Si-O 1.1, O-O 0.8 A); species "
+                f"{self.species} need their own, one per pair: {[pair_name(p) for p in species_pairs(self.species)]}. "
+                "Each must lie below the shortest distance at which the pair is ever bonded; the paper's are about "
+                "0.7 x the ground-state dimer bond lengths (Si2 2.25, SiO 1.51, O2 1.21 A)"
+            )
         pairs = self.aux.pair_cutoffs()
         wanted = species_pairs(self.species)
         for name in self.aux.cutoffs:
@@ -208,15 +428,101 @@ class FitConfig(Strict):
                 f"aux.scan.r_min={self.aux.scan.r_min} A must be below every aux cutoff "
                 f"(smallest {min(pairs.values())} A)"
             )
-        if getattr(self.reference, "types", None) is not None and set(self.reference.types) != set(self.species):
-            raise ValueError(f"reference.types {self.reference.types} must list exactly species {self.species}")
-        if self.data.structure == "beta-cristobalite":
-            if set(self.species) != {"Si", "O"}:
-                raise ValueError("data.structure: 'beta-cristobalite' needs species [Si, O]; give a structure file")
-            if self.data.n_atoms % 24:
-                raise ValueError(f"data.n_atoms={self.data.n_atoms}: beta-cristobalite needs a multiple of 24")
-        elif not Path(self.data.structure).exists():
-            raise ValueError(f"data.structure: file not found: {self.data.structure}")
+        reference = self.reference
+        if reference.kind == "lammps":
+            if reference.pair_commands is None and not set(self.species) <= set(VASHISHTA_SIO2_TYPES):
+                raise ValueError(
+                    f"reference.pair_commands: not given, so the reference is the shipped Vashishta SiO2, which knows only "
+                    f"{VASHISHTA_SIO2_TYPES}; species {self.species} need pair_style/pair_coeff lines of their own"
+                )
+            types = reference.lammps_types()
+            if not set(self.species) <= set(types):
+                field = "reference.types" if reference.types is not None else "reference.pair_commands"
+                raise ValueError(
+                    f"{field}: species {sorted(set(self.species) - set(types))} have no LAMMPS type (the types are "
+                    f"{types}); every species needs one"
+                )
+        structure = self.data.structure
+        named = structure if isinstance(structure, str) else (
+            f"bulk {structure.bulk}" if isinstance(structure, BulkCrystal) else f"space group {structure.spacegroup}")
+        if structure == "beta-cristobalite" and set(self.species) != {"Si", "O"}:
+            raise ValueError("data.structure: 'beta-cristobalite' needs species [Si, O]; give a structure file, "
+                             "{bulk: ...} or {spacegroup: ...}")
+        if isinstance(structure, str) and structure != "beta-cristobalite" and not Path(structure).exists():
+            raise ValueError(f"data.structure: file not found: {structure}")
+        try:
+            unit = self.data.crystal()
+        except Exception as err:  # ASE raises many kinds for a file or a crystal it cannot make
+            raise ValueError(f"data.structure: ASE cannot make {named}: {err}") from None
+        extra = set(unit.get_chemical_symbols()) - set(self.species)
+        if extra:
+            raise ValueError(f"data.structure: {named} holds {sorted(extra)}, not in species {self.species}")
+        if not all(unit.pbc) or unit.cell.volume <= 0.0:
+            raise ValueError(f"data.structure: {named} has no periodic cell (pbc {unit.pbc.tolist()}); give a crystal")
+        if self.data.n_atoms is not None and self.data.n_atoms % len(unit):
+            raise ValueError(
+                f"data.n_atoms={self.data.n_atoms}: {named} has {len(unit)} atoms, so the cell can "
+                f"only hold a multiple of {len(unit)}; leave data.n_atoms out to use the structure as it is"
+            )
+        if self.data.n_atoms is None:
+            self.data.n_atoms = len(unit)
+        charges = getattr(reference, "charges", None)
+        if charges and abs(net_charge(unit, charges)) > 1e-6:
+            raise ValueError(
+                f"reference.charges {charges}: data.structure ({self.data.structure}) carries a net charge of "
+                f"{net_charge(unit, charges):+.6g} e, and a periodic cell must be neutral"
+            )
+        return self
+
+    def bootstrap_potential(self) -> tuple[list[str], list[str], dict[str, float] | None] | None:
+        """(pair_commands, LAMMPS type order, charges) of the classical bootstrap: data.bootstrap's
+        own, else the reference's when it is classical, else the shipped Vashishta SiO2 for species
+        Si and O; None when there is none (or data.bootstrap is not classical)."""
+        bootstrap = self.data.bootstrap
+        if bootstrap.kind != "classical":
+            return None
+        if bootstrap.pair_commands is not None:
+            return bootstrap.pair_commands, lammps_types(bootstrap.pair_commands, bootstrap.types), bootstrap.charges
+        if self.reference.kind == "lammps" and self.reference.pair_commands is not None:
+            return self.reference.pair_commands, self.reference.lammps_types(), self.reference.charges
+        if set(self.species) == set(VASHISHTA_SIO2_TYPES):  # also a lammps reference without pair_commands
+            return vashishta_sio2_commands(), list(VASHISHTA_SIO2_TYPES), None
+        return None
+
+    @model_validator(mode="after")
+    def _bootstrap_can_run(self) -> "FitConfig":
+        bootstrap = self.data.bootstrap
+        if bootstrap.kind != "classical":
+            return self
+        if bootstrap.pair_commands is None:
+            if bootstrap.types or bootstrap.charges:
+                raise ValueError("data.bootstrap: types and charges go with pair_commands; without pair_commands the "
+                                 "bootstrap runs the reference's potential (or the shipped Vashishta SiO2)")
+            if self.reference.kind != "lammps" and set(self.species) != set(VASHISHTA_SIO2_TYPES):
+                raise ValueError(
+                    f"data.bootstrap: no classical potential is known for species {self.species} (the shipped one, "
+                    f"Vashishta SiO2, is for Si and O together, and a {self.reference.kind} reference has none); choose one of "
+                    "kind: classical (pair_commands: a LAMMPS potential for these species), "
+                    "kind: structures (path: frames you have, any file ASE reads), "
+                    "kind: rattle (strained, rattled copies of data.structure)"
+                )
+            return self  # the reference's own potential, checked as the reference
+        commands = bootstrap.pair_commands
+        try:
+            types = lammps_types(commands, bootstrap.types)
+            charge_settings(commands, types, bootstrap.charges, None)
+        except ValueError as err:  # the LAMMPS rules name the reference's fields; here they are data.bootstrap's
+            raise ValueError(str(err).replace("reference.", "data.bootstrap.")) from None
+        if not set(self.species) <= set(types):
+            raise ValueError(f"data.bootstrap: species {sorted(set(self.species) - set(types))} have no LAMMPS type "
+                             f"in the bootstrap potential (its types are {types})")
+        for line in commands:
+            for word in line.split()[1:] if line.split()[:1] == ["pair_coeff"] else []:
+                if "/" in word and not Path(word).exists():
+                    raise ValueError(f"data.bootstrap.pair_commands: potential file not found: {word}")
+        if bootstrap.charges and abs(net_charge(self.data.crystal(), bootstrap.charges)) > 1e-6:
+            raise ValueError(f"data.bootstrap.charges {bootstrap.charges}: the starting cell carries a net charge of "
+                             f"{net_charge(self.data.crystal(), bootstrap.charges):+.6g} e; a periodic cell must be neutral")
         return self
 
 
@@ -271,9 +577,10 @@ class DistanceSettings(Strict):
     flag: dict[str, float] = Field(default_factory=dict)
     data_margin: float = Field(0.05, ge=0.0, lt=0.5)
     #: a pair closer than (1 - cluster_margin) x its flag distance makes a frame clustered. None:
-    #: 0.15 when the bootstrap frames come from the reference's own potential (a classical
-    #: reference), 0.2 when they come from a classical stand-in for a DFT reference, whose
-    #: shortest pairs are the stand-in's, not the reference's (see alcgap.distances)
+    #: 0.2 when a classical potential other than the reference made the bootstrap geometry (a
+    #: stand-in for a DFT reference), whose shortest pairs are the stand-in's, not the
+    #: reference's; else 0.15: the reference's own potential, given structures or a rattled
+    #: crystal (see alcgap.distances)
     cluster_margin: float | None = Field(None, gt=0.0, lt=1.0)
     #: an MD run stops when pairs come closer than collapse_fraction x their clustered distance
     collapse_fraction: float = Field(0.6, gt=0.0, lt=1.0)
@@ -352,6 +659,8 @@ class JudgeSettings(Strict):
     target_size: int = Field(10, ge=1)
     max_energy_mae: float = Field(10.0, gt=0.0, description="meV/atom on the held-out set")
     max_force_rmse: float = Field(1.0, gt=0.0, description="eV/A on the held-out set")
+    #: GPa, over the stress components of the held-out periodic frames; None: no stress gate
+    max_stress_rmse: float | None = Field(None, gt=0.0, description="GPa on the held-out set")
     #: clustering detector settings besides the short pairs (neighbour_cutoff, max_coordination,
     #: max_like_neighbours: alcgap.analysis.clustering.ClusteringCriteria fields); None: SiO2's
     #: for Si + O, covalent radii otherwise. Short pairs come from the ``distances`` table

@@ -69,12 +69,37 @@ def _int_or_auto(value: Any) -> int | str:
     raise ValueError(f"expected a whole number >= 1 or 'auto', got {value!r}")
 
 
+def _ranks(value: Any) -> int | str | dict[int, int | str]:
+    """A rank count, or ranks by size: ``{from_atoms: ranks}``, the first key 1."""
+    if not isinstance(value, dict):
+        return _int_or_auto(value)
+    if not value:
+        raise ValueError("ranks by size is empty; give {from_atoms: ranks, ...} starting at 1, e.g. {1: 1, 500: 8}")
+    table = {}
+    for key, ranks in value.items():
+        atoms = int(key) if isinstance(key, str) and key.strip().isdigit() else key
+        if not isinstance(atoms, int) or isinstance(atoms, bool) or atoms < 1:
+            raise ValueError(f"ranks by size: key {key!r} is not an atom count >= 1 "
+                             "(keys: from how many atoms on a task takes these ranks)")
+        try:
+            table[atoms] = _int_or_auto(ranks)
+        except ValueError as err:
+            raise ValueError(f"ranks by size: {key}: {err}") from None
+    if min(table) != 1:
+        raise ValueError(f"ranks by size: the smallest key is {min(table)}; start at 1 so that every size has ranks, "
+                         f"e.g. {{1: 1, {min(table)}: {table[min(table)]}}}")
+    return dict(sorted(table.items()))
+
+
 def _alias(table: dict[str, str]):
     return lambda value: table.get(value.lower(), value) if isinstance(value, str) else value
 
 
 Walltime = Annotated[str, BeforeValidator(_walltime)]
 IntOrAuto = Annotated[Union[int, Literal["auto"]], BeforeValidator(_int_or_auto)]
+#: ranks of a task: one count, or ``{from_atoms: ranks}`` (a task of n atoms takes the entry of the
+#: largest key <= n; the first key is 1)
+Ranks = Annotated[Union[int, Literal["auto"], dict[int, Union[int, Literal["auto"]]]], BeforeValidator(_ranks)]
 LauncherName = Annotated[
     Literal["simple", "srun", "mpiexec", "single_node"], BeforeValidator(_alias(_LAUNCHER_ALIASES))
 ]
@@ -195,11 +220,15 @@ class Executors(Strict):
 
 # ---------------------------------------------------------------- resources per kind of task
 class MPITaskSpec(Strict):
-    """Ranks and threads of one MPI task, and the command that starts its ranks."""
+    """Ranks and threads of one MPI task, and the command that starts its ranks.
 
-    ranks: IntOrAuto = 1
+    ``ranks`` may depend on the task's size in atoms (an MD cell, a structure to label):
+    ``{1: 1, 500: 4, 2000: 16}`` gives a task of n atoms the ranks of the largest key <= n.
+    """
+
+    ranks: Ranks = 1
     threads: int = Field(1, ge=1)
-    #: nodes per task (None: as few as hold ranks x threads cores)
+    #: nodes per task, for every size (None: as few as hold ranks x threads cores)
     nodes: int | None = Field(None, ge=1)
     #: shell prefix that starts the ranks. ``$PARSL_MPI_PREFIX`` is the executor's mpi_launcher as
     #: Parsl composes it; any other MPI may be named with $PARSL_NUM_RANKS, $PARSL_RANKS_PER_NODE,
@@ -207,8 +236,26 @@ class MPITaskSpec(Strict):
     launcher: str = "$PARSL_MPI_PREFIX"
     #: Parsl's resource-specification key: extra options appended to $PARSL_MPI_PREFIX
     launcher_options: str = ""
-    #: at most this many of these tasks in flight (auto: as many as the mpi executor holds)
+    #: at most this many of these tasks in flight (auto: as many as the mpi executor holds, of
+    #: the largest size's ranks)
     max_concurrent: IntOrAuto = 1
+
+    def ranks_by_atoms(self) -> dict[int, int]:
+        """``{from_atoms: ranks}`` of a resolved site; one count is ``{1: ranks}``."""
+        return dict(self.ranks) if isinstance(self.ranks, dict) else {1: self.ranks}
+
+    def ranks_for(self, n_atoms: int | None = None) -> int:
+        """The ranks of a task of ``n_atoms`` atoms (None only where ranks do not depend on size)."""
+        table = self.ranks_by_atoms()
+        if n_atoms is None:
+            if len(table) > 1:
+                raise ValueError(f"the ranks of this task depend on its size ({table}): give n_atoms")
+            return table[1]
+        return table[max(key for key in table if key <= max(1, n_atoms))]
+
+    def nodes_for(self, ranks: int, cores_per_node: int) -> int:
+        """Nodes of a task of ``ranks`` ranks: ``nodes``, or as few as hold ranks x threads cores."""
+        return self.nodes or math.ceil(ranks * self.threads / cores_per_node)
 
 
 class CP2KTaskSpec(MPITaskSpec):
@@ -265,10 +312,18 @@ class Site:
         """The executor label that runs this kind of task ('md', 'cp2k', 'fit', 'select', 'judge')."""
         return TASK_EXECUTOR[kind]
 
-    def resource_specification(self, kind: str) -> dict:
-        """``parsl_resource_specification`` for an MPI task of this kind ('md' or 'cp2k')."""
+    def ranks(self, kind: str, n_atoms: int | None = None) -> int:
+        """The MPI ranks of a task of this kind ('md' or 'cp2k') of ``n_atoms`` atoms."""
         task: MPITaskSpec = getattr(self.spec.tasks, kind)
-        spec = {"num_nodes": task.nodes, "ranks_per_node": task.ranks // task.nodes, "num_ranks": task.ranks}
+        return task.ranks_for(n_atoms)
+
+    def resource_specification(self, kind: str, n_atoms: int | None = None) -> dict:
+        """``parsl_resource_specification`` for an MPI task of this kind ('md' or 'cp2k') of
+        ``n_atoms`` atoms (needed when the site gives ranks by size)."""
+        task: MPITaskSpec = getattr(self.spec.tasks, kind)
+        ranks = task.ranks_for(n_atoms)
+        nodes = task.nodes_for(ranks, self.spec.executors.mpi.provider.cores())
+        spec = {"num_nodes": nodes, "ranks_per_node": ranks // nodes, "num_ranks": ranks}
         if task.launcher_options:
             spec["launcher_options"] = task.launcher_options
         return spec
@@ -369,19 +424,23 @@ def _resolve(spec: SiteSpec, cpu_count: int) -> SiteSpec:
     mpi = spec.executors.mpi
     cores = mpi.provider.cores()
     for task in (spec.tasks.md, spec.tasks.cp2k):
-        if task.ranks == "auto":
-            task.ranks = max(1, cores // task.threads)
-        if task.nodes is None:
-            task.nodes = math.ceil(task.ranks * task.threads / cores)
+        full_node = max(1, cores // task.threads)
+        if isinstance(task.ranks, dict):
+            task.ranks = {atoms: full_node if ranks == "auto" else ranks for atoms, ranks in task.ranks.items()}
+        elif task.ranks == "auto":
+            task.ranks = full_node
     if spec.tasks.fit.threads == "auto":
         spec.tasks.fit.threads = spec.executors.serial.provider.cores()
     local = mpi.provider.type == "local"
     for task in (spec.tasks.md, spec.tasks.cp2k):
         if task.max_concurrent == "auto":
+            # sized for the largest tasks: a local slot does not know how many ranks its task has,
+            # so smaller tasks at once than the cores allow, never more ranks than cores
+            largest = max(task.ranks_by_atoms().values())
             if local:  # each task takes one 'localhost' slot and ranks x threads cores
-                task.max_concurrent = max(1, cores // (task.ranks * task.threads))
+                task.max_concurrent = max(1, cores // (largest * task.threads))
             else:  # the MPI executor hands out whole nodes
-                per_block = max(1, mpi.provider.nodes_per_block // task.nodes)
+                per_block = max(1, mpi.provider.nodes_per_block // task.nodes_for(largest, cores))
                 task.max_concurrent = per_block * mpi.provider.max_blocks
     if mpi.max_workers_per_block == "auto":
         if local:
@@ -424,23 +483,26 @@ def _check(spec: SiteSpec) -> list[str]:
     cores, nodes_per_block = mpi.provider.cores(), mpi.provider.nodes_per_block
     for kind in ("md", "cp2k"):
         task: MPITaskSpec = getattr(spec.tasks, kind)
-        if task.nodes > nodes_per_block:
-            most = cores * nodes_per_block // task.threads
-            problems.append(
-                f"tasks.{kind}.ranks: {task.ranks} ranks x {task.threads} thread(s) need {task.nodes} nodes "
-                f"of {cores} cores ({where}.{cores_key}) but a block has {where}.nodes_per_block = "
-                f"{nodes_per_block}: raise nodes_per_block to {task.nodes} or lower ranks to at most {most}"
-            )
-        elif task.ranks % task.nodes:
-            problems.append(
-                f"tasks.{kind}.ranks: {task.ranks} ranks do not split evenly over {task.nodes} nodes; "
-                f"use a multiple of {task.nodes}"
-            )
-        elif task.ranks // task.nodes * task.threads > cores:
-            problems.append(
-                f"tasks.{kind}: {task.ranks // task.nodes} ranks x {task.threads} threads per node exceed "
-                f"{cores} cores ({where}.{cores_key}); raise tasks.{kind}.nodes or lower ranks"
-            )
+        for atoms, ranks in task.ranks_by_atoms().items():
+            field = f"tasks.{kind}.ranks" + (f".{atoms}" if isinstance(task.ranks, dict) else "")
+            nodes = task.nodes_for(ranks, cores)
+            if nodes > nodes_per_block:
+                most = cores * nodes_per_block // task.threads
+                problems.append(
+                    f"{field}: {ranks} ranks x {task.threads} thread(s) need {nodes} nodes "
+                    f"of {cores} cores ({where}.{cores_key}) but a block has {where}.nodes_per_block = "
+                    f"{nodes_per_block}: raise nodes_per_block to {nodes} or lower ranks to at most {most}"
+                )
+            elif ranks % nodes:
+                problems.append(
+                    f"{field}: {ranks} ranks do not split evenly over {nodes} nodes (tasks.{kind}.nodes); "
+                    f"use a multiple of {nodes}"
+                )
+            elif ranks // nodes * task.threads > cores:
+                problems.append(
+                    f"{field}: {ranks // nodes} ranks x {task.threads} threads per node exceed "
+                    f"{cores} cores ({where}.{cores_key}); raise tasks.{kind}.nodes or lower ranks"
+                )
     walltime = getattr(mpi.provider, "walltime", None)
     if walltime and walltime_seconds(spec.tasks.cp2k.walltime) > walltime_seconds(walltime):
         problems.append(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 from ase.data import atomic_numbers
 from ase.spacegroup import crystal
 
@@ -62,6 +64,65 @@ def rattled(atoms: Atoms, stdev: float, seed: int, strain: float = 0.0) -> Atoms
         out.set_cell(out.cell.array @ deformation, scale_atoms=True)
     out.positions += rng.normal(0.0, stdev, size=out.positions.shape)
     return out
+
+
+def unit_cell(spec: str | Mapping[str, Any]) -> Atoms:
+    """The crystal a campaign starts from, before it is repeated to the training size.
+
+    ``spec``: "beta-cristobalite"; a path to any file ``ase.io`` reads (its last frame);
+    ``{"bulk": name, ...}``, the keywords of ``ase.build.bulk`` (``{"bulk": "Si"}`` for a name ASE
+    knows, ``{"bulk": "InP", "crystalstructure": "zincblende", "a": 5.87}``); or
+    ``{"spacegroup": 14, "symbols": [...], "basis": [...], "cellpar": [a, b, c, alpha, beta, gamma]}``,
+    the asymmetric unit for ``ase.spacegroup.crystal`` (Angstrom, degrees, fractional coordinates).
+    """
+    if isinstance(spec, str):
+        if spec == "beta-cristobalite":
+            return beta_cristobalite()
+        import ase.io
+
+        return ase.io.read(spec)
+    spec = dict(spec)
+    if "bulk" in spec:
+        from ase.build import bulk
+
+        return bulk(spec.pop("bulk"), **spec)
+    if "spacegroup" in spec:
+        return crystal(spec["symbols"], basis=spec["basis"], spacegroup=spec["spacegroup"], cellpar=spec["cellpar"])
+    raise ValueError(f"{spec}: give 'beta-cristobalite', a structure file, {{bulk: ...}} or {{spacegroup: ...}}")
+
+
+def einstein_sigma(temperature: float, spring: float) -> float:
+    """RMS displacement (Angstrom) per Cartesian component of a classical harmonic (Einstein)
+    oscillator of spring constant ``spring`` (eV/A^2) at ``temperature`` (K): sqrt(kB T / k)."""
+    return float(np.sqrt(units.kB * temperature / spring))
+
+
+def rattled_copies(crystal_cell: Atoms, temperatures: Sequence[float], spring: float, copies: int,
+                   max_strain: float, seed: int) -> list[Atoms]:
+    """``copies`` strained and rattled copies of ``crystal_cell`` per temperature (K).
+
+    Each copy: a symmetric strain with independent components uniform in [-max_strain, max_strain]
+    (cell -> cell (1 + strain), atoms follow), then Gaussian displacements of
+    :func:`einstein_sigma` (temperature, spring) per Cartesian component. One random stream from
+    ``seed``, temperature by temperature: the same arguments give the same frames. Frames carry
+    ``info["rattle_temperature"]`` (K), ``info["rattle_sigma"]`` (A) and ``info["strain"]``
+    (largest |component|).
+    """
+    rng = np.random.default_rng(seed)
+    frames = []
+    for temperature in temperatures:
+        sigma = einstein_sigma(temperature, spring)
+        for _ in range(copies):
+            upper = np.triu(rng.uniform(-max_strain, max_strain, size=(3, 3)))
+            strain = upper + np.triu(upper, 1).T
+            out = Atoms(crystal_cell.get_chemical_symbols(), positions=crystal_cell.positions,
+                        cell=crystal_cell.cell, pbc=True)
+            out.set_cell(out.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+            out.positions += rng.normal(0.0, sigma, size=out.positions.shape)
+            out.info = {"rattle_temperature": float(temperature), "rattle_sigma": sigma,
+                        "strain": float(np.abs(strain).max())}
+            frames.append(out)
+    return frames
 
 
 Pair = tuple[str, str]

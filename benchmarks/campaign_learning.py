@@ -42,6 +42,9 @@ def curve(run_dir: Path) -> dict:
             "held_out_energy_mae": m["errors"]["energy_mae"], "held_out_force_rmse": m["errors"]["force_rmse"],
             "prospective_energy_mae": prospective.get("energy_mae"), "prospective_force_rmse": prospective.get("force_rmse"),
             "prospective_centre_force_rmse": prospective.get("centre_force_rmse"),
+            "prospective_force_relative": prospective.get("force_relative"),
+            "previous_model_energy_mae": (prospective.get("previous_model") or {}).get("energy_mae"),
+            "previous_model_force_rmse": (prospective.get("previous_model") or {}).get("force_rmse"),
             "flagged_atom_fraction": m.get("flagged_atom_fraction"),
             "target_verdicts": {t: m["clustering"][t] for t in target},
             "first_bad_step": {t: m["runs"][t].get("first_bad_step") for t in target},
@@ -69,6 +72,8 @@ def plot(results: dict[str, dict], path: Path) -> None:
         x = [r["n_train"] for r in rows]
         axes[0].plot(x, [r["prospective_force_rmse"] for r in rows], "o-", label=f"{name}: prospective")
         axes[0].plot(x, [r["held_out_force_rmse"] for r in rows], "s--", label=f"{name}: held-out")
+        axes[0].plot(x, [r["previous_model_force_rmse"] for r in rows], "x:",
+                     label=f"{name}: model k-1 on the same frames")
         axes[1].plot(x, [r["prospective_energy_mae"] for r in rows], "o-", label=f"{name}: prospective")
         axes[1].plot(x, [r["held_out_energy_mae"] for r in rows], "s--", label=f"{name}: held-out")
         for r in rows:

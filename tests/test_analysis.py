@@ -354,3 +354,37 @@ def test_report_of_an_empty_run_and_of_no_run(tmp_path):
     page = write_report(tmp_path)
     assert "No iteration directories" in page.read_text()
     assert main_report(tmp_path / "missing") == 2
+
+
+# ---------------------------------------------------------------- held-out errors with stress
+
+
+def test_stress_error_counts_periodic_frames_with_a_stress_in_gpa(vashishta):
+    """Vashishta labels (eV/A^3) against a Lennard-Jones prediction: the stress rows are in GPa,
+    the dimer in vacuum has none, and the RMSE is over the 6 Voigt components."""
+    from ase import units
+    from ase.calculators.lj import LennardJones
+
+    from alcgap.analysis.metrics import ParityData, error_metrics, parity_data
+    from alcgap.reference import isolated
+
+    frames = [beta_cristobalite(), rattled(beta_cristobalite(), 0.1, seed=4), isolated("SiO", [[0, 0, 0], [0, 0, 1.6]])]
+    labelled = [vashishta.compute(f).attach(f) for f in frames]
+    lj = LennardJones(sigma=2.5, epsilon=0.02, rc=6.0)
+    data = parity_data(lj, labelled)
+    assert data.ref_stress.shape == data.pred_stress.shape == (2, 6)
+    for row, atoms in enumerate(labelled[:2]):
+        assert data.ref_stress[row] == pytest.approx(atoms.get_stress() / units.GPa)
+        work = atoms.copy()
+        work.calc = lj
+        assert data.pred_stress[row] == pytest.approx(work.get_stress() / units.GPa)
+    diff = [np.linalg.norm(data.pred_stress[k] - data.ref_stress[k]) ** 2 for k in range(2)]
+    metrics = error_metrics(data)
+    assert metrics.n_stress == 2 and metrics.n_structures == 3
+    assert metrics.stress_rmse == pytest.approx(np.sqrt(sum(diff) / 12))
+    assert metrics.stress_rmse > 1.0  # GPa: Lennard-Jones is not Vashishta
+    # a 1 GPa error in xx alone: stress RMSE sqrt(1/6), pressure off by 1/3 GPa
+    one = ParityData(np.zeros(1), np.zeros(1), np.empty(0), np.empty(0), np.zeros((1, 6)), np.eye(6)[:1])
+    assert error_metrics(one).stress_rmse == pytest.approx(np.sqrt(1 / 6))
+    assert error_metrics(one).pressure_rmse == pytest.approx(1 / 3)
+    assert np.isnan(error_metrics(ParityData(np.zeros(1), np.zeros(1), np.empty(0), np.empty(0))).stress_rmse)

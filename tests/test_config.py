@@ -74,3 +74,67 @@ def test_missing_gap_fit_fails_before_any_work(tmp_path, monkeypatch, small_conf
     with pytest.raises(GapFitNotFound, match="pip install quippy-ase"):
         run_fit(small_config, tmp_path / "run")
     assert not (tmp_path / "run" / "dimers.json").exists()
+
+
+# -- another material than SiO2: starting crystal, bootstrap, aux cutoffs -----------------------
+
+#: monoclinic HfO2 (P2_1/c, 12 atoms), the asymmetric unit of Ruh & Corfield (1970)
+HFO2 = {"spacegroup": 14, "symbols": ["Hf", "O", "O"],
+        "basis": [[0.276, 0.040, 0.208], [0.074, 0.332, 0.347], [0.449, 0.758, 0.480]],
+        "cellpar": [5.117, 5.175, 5.291, 90, 99.22, 90]}
+HFO2_CAMPAIGN = {"species": ["Hf", "O"], "reference": {"kind": "cp2k"},
+                 "aux": {"cutoffs": {"Hf-Hf": 1.7, "Hf-O": 1.2, "O-O": 0.8}}, "data": {"structure": HFO2}}
+
+
+def test_cp2k_hfo2_without_a_bootstrap_is_refused_naming_the_field_and_the_choices():
+    with pytest.raises(ConfigError) as err:
+        load_fit_config(HFO2_CAMPAIGN)
+    for word in ("data.bootstrap", "kind: classical", "kind: structures", "kind: rattle", "['Hf', 'O']"):
+        assert word in str(err.value)
+
+
+def test_cp2k_hfo2_with_a_rattle_bootstrap_loads_and_builds_its_crystal():
+    from alcgap.workflow.fit import starting_structure
+
+    config = load_fit_config({**HFO2_CAMPAIGN, "data": {"structure": HFO2, "n_atoms": 24, "bootstrap": {"kind": "rattle"}}})
+    cell = starting_structure(config)
+    assert cell.get_chemical_formula() == "Hf8O16"
+    assert min(cell.get_all_distances(mic=True)[cell.symbols == "Hf"][:, cell.symbols == "O"].ravel()) > 1.9  # Hf-O 2.03 A and up
+
+
+def test_aux_cutoffs_are_never_silently_sio2s_for_another_material():
+    with pytest.raises(ConfigError) as err:
+        load_fit_config({**HFO2_CAMPAIGN, "aux": {"scan": {"r_min": 0.5}}, "data": {"structure": HFO2, "bootstrap": {"kind": "rattle"}}})
+    for word in ("aux.cutoffs", "SiO2's", "'Hf-Hf', 'Hf-O', 'O-O'"):
+        assert word in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"structure": HFO2, "n_atoms": 18}, ["data.n_atoms=18", "12 atoms"]),
+        ({"structure": {"bulk": "InP", "crystalstructure": "zincblende", "a": 5.87}}, ["data.structure", "bulk InP", "['In', 'P']"]),
+        ({"structure": {"bulk": "Hf", "size": 2}}, ["data.structure.bulk.size", "unknown key"]),
+        ({"structure": {"lattice": "fcc"}}, ["data.structure", "{bulk: NAME"]),
+        ({"structure": HFO2, "bootstrap": {"kind": "md"}}, ["data.bootstrap", "classical, structures, rattle"]),
+        ({"structure": HFO2, "bootstrap": {"kind": "structures", "path": "/no/such.xyz"}}, ["data.bootstrap", "path", "not found"]),
+        ({"structure": HFO2, "bootstrap": {"kind": "classical", "types": ["Hf", "O"]}}, ["data.bootstrap", "types", "pair_commands"]),
+        ({"structure": HFO2, "bootstrap": {"kind": "classical", "pair_commands": ["pair_style tersoff", "pair_coeff * * /no/HfO.tersoff Hf O"]}},
+         ["data.bootstrap.pair_commands", "/no/HfO.tersoff"]),
+        ({"structure": HFO2, "bootstrap": {"kind": "rattle"}, "sample_every": 10}, ["data.sample_every", "'rattle'"]),
+    ],
+)
+def test_bad_starting_crystal_or_bootstrap_names_the_field(data, words):
+    with pytest.raises(ConfigError) as err:
+        load_fit_config({**HFO2_CAMPAIGN, "data": data})
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_classical_keys_under_data_are_the_classical_bootstraps():
+    """Configs written before data.bootstrap keep their meaning; giving a key in both places is refused."""
+    config = load_fit_config({"data": {"sample_every": 7, "timestep": 0.5}})
+    assert (config.data.bootstrap.kind, config.data.bootstrap.sample_every, config.data.bootstrap.timestep) == ("classical", 7, 0.5)
+    assert load_fit_config(config.model_dump(mode="json")) == config
+    with pytest.raises(ConfigError, match="data.sample_every: given twice"):
+        load_fit_config({"data": {"sample_every": 7, "bootstrap": {"sample_every": 8}}})

@@ -200,3 +200,24 @@ def test_frames_far_from_equilibrium_are_fitted_more_loosely():
     assert "force_sigma" not in frames[0].info
     assert frames[1].info["force_sigma"] == pytest.approx(0.4)  # 0.1 x 12 / 3
     assert frames[1].info["energy_sigma"] == pytest.approx(0.002 * 4 * np.sqrt(24))  # absolute, like gap_fit's per-atom default
+
+
+def test_the_stop_rule_gates_on_the_held_out_stress_when_asked():
+    sizes, clean = {"a-x1": 1, "a-x2": 2}, {"a-x1": "clean", "a-x2": "clean"}
+    ungated = load_campaign_config({**QUICK, "judge": {"target_size": 2}})
+    assert ungated.judge.max_stress_rmse is None and ungated.main.use_virials is None
+    # no gate: a stress error, or none at all, does not hold a campaign back
+    for stress in (25.0, float("nan")):
+        assert decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3, stress_rmse=stress), ungated).rule == "converged"
+    config = load_campaign_config({**QUICK, "judge": {"target_size": 2, "max_stress_rmse": 1.0}})
+    passed = decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3, stress_rmse=0.8), config)
+    assert passed.rule == "converged" and "stress RMSE 0.80 <= 1.0 GPa" in passed.why
+    failed = decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3, stress_rmse=1.49), config)
+    assert failed.rule == "continue" and "stress RMSE 1.49 > judge.max_stress_rmse 1.0 GPa" in failed.why
+    unmeasured = decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=0), config)
+    assert unmeasured.rule == "nothing_to_learn" and "no held-out frame carries a stress" in unmeasured.why
+    off = load_campaign_config({**QUICK, "judge": {"target_size": 2, "max_stress_rmse": 1.0}, "main": {"use_virials": False}})
+    assert "main.use_virials is false" in decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3,
+                                                           stress_rmse=3.1), off).why
+    with pytest.raises(ConfigError, match="max_stress_rmse"):
+        load_campaign_config({**QUICK, "judge": {"target_size": 2, "max_stress_rmse": -1.0}})

@@ -3,7 +3,9 @@ site runs real Parsl apps (python and 2 MPI ranks), and the Slurm site submits r
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,8 +95,9 @@ def test_site_file_builds_parsl_config(path, tmp_path):
     assert [e.label for e in site.config.executors] == [SERIAL, MPI]
     assert site.config.run_dir == str(tmp_path / "parsl")
     for kind in ("md", "cp2k"):
-        spec = site.resource_specification(kind)
-        assert spec["num_ranks"] == spec["num_nodes"] * spec["ranks_per_node"]
+        for n_atoms in (2, 24, 240, 2160):  # a dimer, a training cell, 10x, 90x
+            spec = site.resource_specification(kind, n_atoms)
+            assert spec["num_ranks"] == spec["num_nodes"] * spec["ranks_per_node"]
         assert site.executor(kind) == MPI
     assert site.executor("fit") == SERIAL
 
@@ -180,6 +183,22 @@ BROKEN = {
         lambda d: d["tasks"]["md"].update(ranks=-2),
         ["tasks.md.ranks", "whole number >= 1 or 'auto'"],
     ),
+    "ranks by size not starting at 1 atom": (
+        lambda d: d["tasks"]["md"].update(ranks={24: 1, 240: 4}),
+        ["tasks.md.ranks", "smallest key is 24", "start at 1"],
+    ),
+    "ranks by size with a key that is no atom count": (
+        lambda d: d["tasks"].update(cp2k={"ranks": {1: 1, -5: 2}}),
+        ["tasks.cp2k.ranks", "key -5 is not an atom count >= 1"],
+    ),
+    "ranks by size with zero ranks": (
+        lambda d: d["tasks"]["md"].update(ranks={1: 1, 240: 0}),
+        ["tasks.md.ranks", "240: expected a whole number >= 1"],
+    ),
+    "ranks of one size beyond a block": (
+        lambda d: d["tasks"]["md"].update(ranks={1: 1, 2000: 16}),
+        ["tasks.md.ranks.2000", "16 ranks", "need 4 nodes", "at most 4"],
+    ),
 }
 
 
@@ -190,6 +209,96 @@ def test_broken_site_names_the_field(case, tmp_path):
         load_site(_broken(mutate), tmp_path)
     for text in expected:
         assert text in str(info.value)
+
+
+# ---------------------------------------------------------------- ranks by the size of a task
+def mpi_prefix(site, kind: str, n_atoms: int, hosts: list[str]) -> str:
+    """The $PARSL_MPI_PREFIX a worker sets for this task: Parsl's own composer, given the
+    resource specification the site makes for ``n_atoms`` atoms (as strings, as Parsl sends them)."""
+    from parsl.executors.high_throughput.mpi_prefix_composer import compose_all
+
+    spec = {key: str(value) for key, value in site.resource_specification(kind, n_atoms).items()}
+    return compose_all(site.spec.executors.mpi.mpi_launcher, spec, hosts)["PARSL_MPI_PREFIX"].strip()
+
+
+def test_ranks_are_one_count_or_by_atoms(tmp_path):
+    scalar = load_site(slurm_site(md={"ranks": 4}, cp2k={"ranks": "auto", "threads": 2}), tmp_path)
+    assert scalar.ranks("md") == scalar.ranks("md", 2160) == 4 and scalar.ranks("cp2k", 24) == 2
+
+    data = slurm_site(md={"ranks": {1: 1, 200: 4, 2000: 8}}, cp2k={"ranks": {"1": 1, "100": "auto"}, "threads": 2})
+    data["executors"]["mpi"]["provider"]["nodes_per_block"] = 2
+    site = load_site(data, tmp_path / "by-size")
+    assert site.tasks.md.ranks == {1: 1, 200: 4, 2000: 8} and site.tasks.cp2k.ranks == {1: 1, 100: 2}
+    # the largest key <= n atoms: the 24-atom training cell, its 10x (240) and 90x (2160)
+    assert [site.ranks("md", n) for n in (24, 199, 200, 240, 1999, 2160)] == [1, 1, 4, 4, 4, 8]
+    assert site.resource_specification("md", 2160) == {"num_nodes": 2, "ranks_per_node": 4, "num_ranks": 8}
+    # CP2K by atoms per labelled structure: dimers and carved cells small, whole frames large
+    assert [site.ranks("cp2k", n) for n in (2, 45, 99, 240)] == [1, 1, 1, 2]
+    with pytest.raises(ValueError, match="depend on its size"):
+        site.resource_specification("md")
+    # auto concurrency is sized for the largest tasks: 8 ranks on 2 nodes of a 2-node block
+    assert site.tasks.md.max_concurrent == 1
+
+
+def test_a_1x_and_a_10x_md_task_get_their_own_launch_prefix(tmp_path):
+    """What would run: the mpiexec / srun line Parsl composes for a 24- and a 240-atom task."""
+    data = site_data("local")
+    data["tasks"]["md"]["ranks"] = {1: 1, 200: 2}
+    local = load_site(data, tmp_path / "local", cpu_count=2)
+    assert mpi_prefix(local, "md", 24, ["localhost"]) == "mpiexec -n 1 -ppn 1 -hosts localhost"
+    assert mpi_prefix(local, "md", 240, ["localhost"]) == "mpiexec -n 2 -ppn 2 -hosts localhost"
+    assert local.mpi_command("md", "python -m alcgap.md.task t.json").endswith("$PARSL_MPI_PREFIX python -m alcgap.md.task t.json")
+
+    data = slurm_site(md={"ranks": {1: 4, 2000: 8}})
+    data["executors"]["mpi"]["provider"]["nodes_per_block"] = 2
+    slurm = load_site(data, tmp_path / "slurm")
+    assert mpi_prefix(slurm, "md", 216, ["n1"]) == "srun --ntasks 4 --ntasks-per-node 4 --nodelist n1 --nodes 1"
+    assert mpi_prefix(slurm, "md", 2160, ["n1", "n2"]) == "srun --ntasks 8 --ntasks-per-node 4 --nodelist n1,n2 --nodes 2"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("cp2k.psmp") is None, reason="cp2k.psmp not on PATH (apt-get install cp2k)")
+def test_campaign_apps_start_md_and_cp2k_with_the_ranks_of_their_size(tmp_path, load_parsl):
+    """Real runs through the campaign's apps on the local site: a 24-atom Vashishta MD task on 1
+    rank and its 10x (240 atoms) on 2 (LAMMPS' own count), a 3-atom CP2K xTB label on 1 rank and
+    a 24-atom one on 2 (CP2K's own count)."""
+    import ase.io
+    from ase import Atoms
+
+    from alcgap.md.forces import ForceField
+    from alcgap.md.protocols import Segment
+    from alcgap.md.task import MDTask
+    from alcgap.reference import Cp2kReference, Cp2kSettings, vashishta_sio2_commands
+    from alcgap.structures import beta_cristobalite
+    from alcgap.workflow.campaign import CampaignApps
+
+    data = site_data("local")
+    data["tasks"]["md"]["ranks"] = {1: 1, 200: 2}
+    data["tasks"]["cp2k"]["ranks"] = {1: 1, 20: 2}
+    site = load_site(data, tmp_path, cpu_count=2)
+    load_parsl(site)
+    reference = Cp2kReference(Cp2kSettings(method="xtb", walltime=120), ["Si", "O"], workdir=tmp_path / "cp2k")
+    apps = CampaignApps(site, reference)
+
+    ase.io.write(tmp_path / "start.xyz", beta_cristobalite())
+    for size in (1, 10):
+        task = MDTask(structure=str(tmp_path / "start.xyz"), size_factor=size,
+                      force_field=ForceField.classical(vashishta_sio2_commands(), ["Si", "O"]),
+                      protocol=[Segment(steps=20, t_start=300, t_end=300)], sample_every=10,
+                      output_dir=str(tmp_path / f"x{size}"))
+        task_file = task.write(tmp_path / f"task-x{size}.json")
+        apps.explore(str(task_file)).result(timeout=180)
+    results = {size: json.loads((tmp_path / f"x{size}" / "result.json").read_text()) for size in (1, 10)}
+    assert [(r["n_atoms"], r["n_ranks"], r["steps_done"]) for r in results.values()] == [(24, 1, 20), (240, 2, 20)]
+
+    molecule = Atoms("OSiO", positions=[[2.0, 3, 3], [3.55, 3, 3], [5.1, 3, 3]], cell=[7, 6, 6], pbc=True)
+    processes = {}
+    for atoms in (molecule, beta_cristobalite()):
+        label, _, _ = apps.label(reference, atoms, str(tmp_path / f"label-{len(atoms)}")).result(timeout=180)
+        assert label.ok, label.reason
+        output = (Path(label.info["directory"]) / "cp2k.out").read_text()
+        processes[len(atoms)] = int(re.search(r"Total number of message passing processes\s+(\d+)", output).group(1))
+    assert processes == {3: 1, 24: 2}
 
 
 def test_missing_site_file_lists_the_shipped_ones(tmp_path):

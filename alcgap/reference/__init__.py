@@ -18,11 +18,10 @@ from alcgap.reference.base import Label, LabelStatus, Reference, isolated
 def make_reference(settings, species: list[str], workdir: str | Path | None = None) -> Reference:
     """The reference a validated config asks for (``workdir``: where CP2K runs keep their files)."""
     if settings.kind == "lammps":
+        # the type order comes from the pair_coeff element names (or reference.types), never
+        # from the order of the campaign's species
         commands = settings.pair_commands or vashishta_sio2_commands()
-        types = settings.types or list(species)
-        if settings.pair_commands is None and types != ["Si", "O"]:
-            types = ["Si", "O"]  # the shipped Vashishta file orders its elements Si, O
-        return LammpsReference(commands, types)
+        return LammpsReference(commands, settings.types, charges=settings.charges, atom_style=settings.atom_style)
     if settings.kind == "cp2k":
         return Cp2kReference(settings, list(species), workdir=workdir)
     raise ValueError(f"reference.kind: unknown reference {settings.kind!r}")

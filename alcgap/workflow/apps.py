@@ -334,6 +334,17 @@ def write_md_task(config: dict, xml: str, seed: int, temperature: float, size: i
     return str(task.write(out / "task.json"))
 
 
+def md_task_atoms(task_file: str) -> int:
+    """Atoms of the cell an MD task file runs (its structure x ``size_factor``): what the site's
+    ``tasks.md.ranks`` by size is keyed on."""
+    import ase.io
+
+    from alcgap.md.task import load_task
+
+    task = load_task(task_file)
+    return len(ase.io.read(task.structure, index=task.frame)) * task.size_factor
+
+
 def md_command(task_file: str, launcher: str = "", threads: int = 1) -> str:
     """Shell line that runs one MD task file on the ranks the launcher starts."""
     return f"export OMP_NUM_THREADS={threads}; {launcher} {sys.executable} -m alcgap.md.task {task_file}"

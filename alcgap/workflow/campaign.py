@@ -26,14 +26,14 @@ from ase import Atoms
 from rich.console import Console
 
 from alcgap.config import CampaignConfig, ConfigError, load_campaign_config
-from alcgap.reference import Reference, isolated, make_reference
+from alcgap.distances import OWN_BOOTSTRAP_MARGIN, STAND_IN_BOOTSTRAP_MARGIN
+from alcgap.reference import Reference, isolated, make_reference, vashishta_sio2_commands
 from alcgap.store import LabelStore, Provenance, fingerprint
 from alcgap.structures import pair_name
 from alcgap.workflow import apps
 from alcgap.workflow.explore import FALLBACK, LEFTOVER, Exploration, ExploreTask, md_summary
 from alcgap.workflow.state import IterationState, iteration_dir, read_frames, write_frames_atomic, write_json_atomic
 from alcgap.workflow.stop import Judgement, StopDecision, decide, gates
-from alcgap.distances import OWN_BOOTSTRAP_MARGIN, STAND_IN_BOOTSTRAP_MARGIN
 
 console = Console(stderr=True)
 log = logging.getLogger("alcgap.campaign")
@@ -127,16 +127,19 @@ class CampaignApps:
     def label(self, reference: Reference, atoms: Atoms, workdir: str) -> Future:
         if not self._dft:
             return self._label(reference, atoms, workdir)
-        task = self.site.tasks.cp2k
-        return self._label(reference, atoms, workdir, launcher=task.launcher if task.ranks > 1 else "",
-                           threads=task.threads, parsl_resource_specification=self.site.resource_specification("cp2k"))
+        # the site's ranks for this structure's size (a dimer, a carved cell, a whole frame)
+        task, n_atoms = self.site.tasks.cp2k, len(atoms)
+        return self._label(reference, atoms, workdir, launcher=task.launcher if task.ranks_for(n_atoms) > 1 else "",
+                           threads=task.threads,
+                           parsl_resource_specification=self.site.resource_specification("cp2k", n_atoms))
 
     def explore(self, task_file: str) -> Future:
         task = self.site.tasks.md
         folder = Path(task_file).parent
         return self._explore(apps.md_command(task_file, task.launcher, task.threads),
                              stdout=str(folder / "md.out"), stderr=str(folder / "md.err"),
-                             parsl_resource_specification=self.site.resource_specification("md"))
+                             parsl_resource_specification=self.site.resource_specification(
+                                 "md", apps.md_task_atoms(task_file)))
 
 
 def _explore_command(command: str, stdout=None, stderr=None, parsl_resource_specification=None) -> str:
@@ -167,7 +170,12 @@ class Campaign:
         frozen = self.run_dir / "campaign.yaml"
         current = self.config.model_dump(mode="json")
         if frozen.exists():
-            diffs = config_differences(yaml.safe_load(frozen.read_text()), current)
+            before = yaml.safe_load(frozen.read_text())
+            try:  # in today's layout (a frozen file of an older layout compares by what it means)
+                before = CampaignConfig.model_validate(before).model_dump(mode="json")
+            except ValueError:
+                pass  # it no longer validates: compare as written, and show every difference
+            diffs = config_differences(before, current)
             if diffs:
                 raise ResumeRefused(
                     f"{frozen} was run with other settings; resuming with these would mix "
@@ -306,7 +314,12 @@ class Campaign:
         shells.update((config.judge.clustering or {}).get("neighbour_cutoff", {}))
         margin = config.distances.cluster_margin
         if margin is None:  # see DistanceSettings.cluster_margin
-            margin = OWN_BOOTSTRAP_MARGIN if config.reference.kind == "lammps" else STAND_IN_BOOTSTRAP_MARGIN
+            # the wider margin only when a classical potential other than the reference made the
+            # bootstrap geometry (its shortest pairs are the stand-in's, not the reference's)
+            potential = config.bootstrap_potential()
+            reference = (config.reference.pair_commands or vashishta_sio2_commands()) if config.reference.kind == "lammps" else None
+            stand_in = potential is not None and potential[0] != reference
+            margin = STAND_IN_BOOTSTRAP_MARGIN if stand_in else OWN_BOOTSTRAP_MARGIN
         table = DistanceTable.from_data(labelled, config.species, data_margin=config.distances.data_margin,
                                         given=config.distances.flag, cluster_margin=margin,
                                         collapse_fraction=config.distances.collapse_fraction, shells=shells)
@@ -468,7 +481,8 @@ class Campaign:
         """Would this iteration fail to converge (errors over a gate, or a target run not clean)?"""
         errors = fitted["errors"]["composite"]
         judgement = Judgement(0, errors["energy_mae"], errors["force_rmse"], {t: s["verdict"] for t, s in plan.md.items()},
-                              {t: s["size"] for t, s in plan.md.items()}, target_size=self.config.judge.target_size)
+                              {t: s["size"] for t, s in plan.md.items()}, target_size=self.config.judge.target_size,
+                              stress_rmse=errors.get("stress_rmse", float("nan")))
         return not all(gates(judgement, self.config))
 
     def _judge(self, state: IterationState, fitted: dict) -> dict:
@@ -489,6 +503,13 @@ class Campaign:
             calc = GapCalculator(fitted["xml"], variance=True)
             prospective = error_metrics(parity_data(calc, new)).as_dict()
             prospective.update(centre_force_errors(calc, new))
+            if state.iteration > 1:
+                # the previous model on the same frames: neither has seen them, so this is the
+                # like-for-like figure of what the last refit learned about the hard part
+                previous = GapCalculator(IterationState(self.run_dir, state.iteration - 1).get("fit")["xml"])
+                before = error_metrics(parity_data(previous, new)).as_dict()
+                before.update(centre_force_errors(previous, new))
+                prospective["previous_model"] = before
             data = variance_vs_error(calc, new)
             correlation = {"spearman": data["spearman"], "n_atoms": data["n_atoms"]}
             variance_error_plot(data, fitted["variance"]["threshold"], state.dir / "plots" / "variance_vs_error.png",
@@ -498,7 +519,7 @@ class Campaign:
         explored = state.get("explore_select_label")
         judgement = Judgement(state.iteration, errors["energy_mae"], errors["force_rmse"], verdicts, sizes,
                               target_size=config.judge.target_size, n_labels=n_labels, n_selected=explored["selected"],
-                              n_new_labels=len(new))
+                              n_new_labels=len(new), stress_rmse=errors.get("stress_rmse", float("nan")))
         decision = decide(judgement, config)
         metrics = {"iteration": state.iteration, "labels": n_labels, "new_labels": len(new), "errors": errors,
                    "prospective_errors": prospective, "variance_vs_error": correlation,
@@ -516,8 +537,11 @@ class Campaign:
                         f"{summary.get('n_flagged', 0)} flagged frames; T reached {summary.get('temperature')}")
         if prospective:
             console.log(f"iteration {state.iteration}: prospective error on its {len(new)} new labels: "
-                        f"{prospective['energy_mae']:.1f} meV/atom, {prospective['force_rmse']:.3f} eV/A; "
-                        f"variance-error Spearman {correlation['spearman']}")
+                        f"{prospective['energy_mae']:.1f} meV/atom, {prospective['force_rmse']:.3f} eV/A "
+                        f"({prospective['force_relative']:.2f} of the reference forces' RMS)"
+                        + (f"; the previous model on them: {prospective['previous_model']['energy_mae']:.1f} meV/atom, "
+                           f"{prospective['previous_model']['force_rmse']:.3f} eV/A" if "previous_model" in prospective else "")
+                        + f"; variance-error Spearman {correlation['spearman']}")
         return {"decision": decision.as_dict(), "verdicts": verdicts}
 
     def _summary(self, last: int, decision: StopDecision) -> dict:

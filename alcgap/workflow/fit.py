@@ -23,38 +23,69 @@ from alcgap.config import FitConfig
 from alcgap.auxiliary import AuxFit, fit_repulsive_aux, table_pair_commands
 from alcgap.dimers import dimer_curve, isolated_atom_energies, pair_curve, scan_grid
 from alcgap.fit.gapfit import find_gap_fit
-from alcgap.fit.main import fit_main_gap
+from alcgap.fit.main import VIRIAL_KEY, fit_main_gap, training_frames
 from alcgap.md.classical import run_classical_md
-from alcgap.reference import Reference, make_reference, vashishta_sio2_commands
-from alcgap.structures import beta_cristobalite, pair_name, supercell_with_atoms
+from alcgap.reference import Reference, make_reference
+from alcgap.structures import pair_name, rattled_copies, supercell_with_atoms
 
 console = Console(stderr=True)
 
 
 def starting_structure(config: FitConfig) -> Atoms:
-    data = config.data
-    if data.structure == "beta-cristobalite":
-        return supercell_with_atoms(beta_cristobalite(), data.n_atoms)
-    atoms = ase.io.read(data.structure)
-    return supercell_with_atoms(atoms, data.n_atoms)
+    """The training cell: data.structure's crystal repeated to data.n_atoms (the most cubic supercell)."""
+    unit = config.data.crystal()
+    return supercell_with_atoms(unit, config.data.n_atoms or len(unit))
 
 
-def bootstrap_frames(config: FitConfig, reference: Reference) -> list[Atoms]:
-    """Classical melt-and-quench frames (the reference's own potential when it is classical)."""
-    commands = getattr(reference, "pair_commands", None)
-    # a classical reference drives its own bootstrap; otherwise (CP2K) the shipped Vashishta SiO2,
-    # whose file orders its elements Si, O
-    types = reference.species if commands else ["Si", "O"]
-    commands = commands or vashishta_sio2_commands()
-    return run_classical_md(
-        starting_structure(config),
-        commands,
-        types,
-        config.data.protocol,
-        timestep=config.data.timestep,
-        sample_every=config.data.sample_every,
-        seed=config.seed,
-    )
+def bootstrap_frames(config: FitConfig, reference: Reference | None = None) -> list[Atoms]:
+    """The unlabelled frames of iteration 0, made as ``data.bootstrap`` says: classical MD of the
+    starting cell (a classical bootstrap without pair_commands runs ``reference``'s own potential
+    when it is classical, else :meth:`FitConfig.bootstrap_potential`), a subsample of a file, or
+    rattled copies of the starting cell."""
+    bootstrap = config.data.bootstrap
+    if bootstrap.kind == "structures":
+        return read_bootstrap_file(bootstrap.path, config.species, every=bootstrap.every, count=bootstrap.count,
+                                   format=bootstrap.format)
+    if bootstrap.kind == "rattle":
+        seed = config.seed if bootstrap.seed is None else bootstrap.seed
+        return rattled_copies(starting_structure(config), bootstrap.temperatures, bootstrap.spring, bootstrap.copies,
+                              bootstrap.max_strain, seed)
+    if bootstrap.pair_commands is None and getattr(reference, "pair_commands", None):
+        commands, types, charges = reference.pair_commands, reference.species, getattr(reference, "charges", None)
+    else:
+        commands, types, charges = config.bootstrap_potential()
+    return run_classical_md(starting_structure(config), commands, types, bootstrap.protocol,
+                            timestep=bootstrap.timestep, sample_every=bootstrap.sample_every, seed=config.seed,
+                            charges=charges)
+
+
+def subsample_indices(n_frames: int, every: int | None = None, count: int | None = None) -> list[int]:
+    """Frames kept of ``n_frames``: every ``every``-th from the first; or ``count`` spread evenly
+    from the first to the last, round(i (n - 1) / (count - 1)); or all of them."""
+    if count is not None:
+        if count > n_frames:
+            raise ValueError(f"data.bootstrap.count={count}: the file holds only {n_frames} frames")
+        return [int(i) for i in np.round(np.linspace(0, n_frames - 1, count))]
+    return list(range(0, n_frames, every or 1))
+
+
+def read_bootstrap_file(path: str | os.PathLike, species: list[str], *, every: int | None = None,
+                        count: int | None = None, format: str | None = None) -> list[Atoms]:
+    """The frames of ``path`` (any file ``ase.io`` reads) kept by :func:`subsample_indices`, as bare
+    periodic structures (symbols, positions, cell; ``info["source_frame"]``: index in the file)."""
+    frames = ase.io.read(path, index=":", format=format)
+    kept = []
+    for index in subsample_indices(len(frames), every, count):
+        frame = frames[index]
+        extra = set(frame.get_chemical_symbols()) - set(species)
+        if extra:
+            raise ValueError(f"data.bootstrap.path: frame {index} of {path} holds {sorted(extra)}, not in species {species}")
+        if not all(frame.pbc) or frame.cell.volume <= 0.0:
+            raise ValueError(f"data.bootstrap.path: frame {index} of {path} has no periodic cell (pbc {frame.pbc.tolist()})")
+        bare = Atoms(frame.get_chemical_symbols(), positions=frame.positions, cell=frame.cell, pbc=True)
+        bare.info = {"source_frame": index}
+        kept.append(bare)
+    return kept
 
 
 def label_frames(reference: Reference, frames: list[Atoms]) -> tuple[list[Atoms], list[dict]]:
@@ -199,6 +230,9 @@ def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
         "models": {name: str(xml) for name, xml in models.items()},
         "aux_table": str(table),
         "test_errors": {name: m.as_dict() for name, (_, m) in evaluated.items()},
+        # training frames whose virial went into the fits (main.use_virials, periodic frames with a stress)
+        "n_train_virials": sum(VIRIAL_KEY in f.info
+                               for f in training_frames(train, use_forces=False, use_virials=config.main.use_virials)),
         # dimer energy relative to 2.5 A at 0.8 x the aux cutoff, per model: the composite must repel
         "short_range_eV": {pair: {name: float(np.interp(0.8 * cutoffs[tuple(pair.split("-"))], c["r"], e))
                                   for name, e in c.items() if name != "r"} for pair, c in short.items()},

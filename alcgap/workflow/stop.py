@@ -1,7 +1,8 @@
 """The stopping rule of a campaign, as a pure function of an iteration's judgement.
 
 Converged: every run at the target size (``judge.target_size`` x the training cell, 10 in the
-paper) was clean on every monitored frame, and the held-out errors are under their gates.
+paper) was clean on every monitored frame, and the held-out errors (energy, force and, when
+``judge.max_stress_rmse`` is set, stress) are under their gates.
 Otherwise the campaign goes on while each iteration learns something: an iteration that could
 add no new label stops with ``nothing_to_learn``, naming the gate that failed and the setting to
 change, rather than refit the same data. The iteration and label limits stop it too.
@@ -30,6 +31,8 @@ class Judgement:
     n_selected: int = 0
     #: labels this iteration added to the training data (selected and labelled ok)
     n_new_labels: int = 0
+    #: GPa, held-out (nan when no held-out frame carries a stress)
+    stress_rmse: float = float("nan")
 
     def target_runs(self) -> list[str]:
         return sorted(task for task, size in self.sizes.items() if size == self.target_size)
@@ -51,12 +54,16 @@ class StopDecision:
         return asdict(self)
 
 
-def gates(judgement: Judgement, config: CampaignConfig) -> tuple[bool, bool, bool]:
-    """(target-size runs clean, energy error under its gate, force error under its gate)."""
+def gates(judgement: Judgement, config: CampaignConfig) -> tuple[bool, bool, bool, bool]:
+    """(target-size runs clean, energy, force and stress errors under their gates).
+
+    With a stress gate (``judge.max_stress_rmse``) a model whose held-out frames carry no stress
+    fails it: a gate asked for and never measured is not passed."""
     judge = config.judge
     energy_ok = judgement.energy_mae <= judge.max_energy_mae
     force_ok = math.isnan(judgement.force_rmse) or judgement.force_rmse <= judge.max_force_rmse
-    return judgement.target_clean(), energy_ok, force_ok
+    stress_ok = judge.max_stress_rmse is None or judgement.stress_rmse <= judge.max_stress_rmse  # nan fails
+    return judgement.target_clean(), energy_ok, force_ok, stress_ok
 
 
 def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
@@ -64,12 +71,14 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
     gates; otherwise stop at the iteration or label limit, or when the iteration learned nothing;
     otherwise go on."""
     judge = config.judge
-    clean, energy_ok, force_ok = gates(judgement, config)
+    clean, energy_ok, force_ok, stress_ok = gates(judgement, config)
     size = f"{judgement.target_size}x" + ("" if judgement.target_size == 10 else " (not the paper's 10x)")
-    if clean and energy_ok and force_ok:
+    stress = f"stress RMSE {judgement.stress_rmse:.2f}"
+    if clean and energy_ok and force_ok and stress_ok:
         return StopDecision(True, "converged", f"iteration {judgement.iteration}: every {size} run is clean on every "
                             f"monitored frame, energy MAE {judgement.energy_mae:.2f} <= {judge.max_energy_mae} meV/atom, "
-                            f"force RMSE {judgement.force_rmse:.3f} <= {judge.max_force_rmse} eV/A")
+                            f"force RMSE {judgement.force_rmse:.3f} <= {judge.max_force_rmse} eV/A"
+                            + (f", {stress} <= {judge.max_stress_rmse} GPa" if judge.max_stress_rmse is not None else ""))
     missing = []
     if not clean:
         dirty = [t for t in judgement.target_runs() if judgement.verdicts.get(t) != "clean"]
@@ -78,6 +87,11 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
         missing.append(f"energy MAE {judgement.energy_mae:.2f} > judge.max_energy_mae {judge.max_energy_mae} meV/atom")
     if not force_ok:
         missing.append(f"force RMSE {judgement.force_rmse:.3f} > judge.max_force_rmse {judge.max_force_rmse} eV/A")
+    if not stress_ok and math.isnan(judgement.stress_rmse):
+        missing.append(f"judge.max_stress_rmse {judge.max_stress_rmse} GPa is set but no held-out frame carries a stress")
+    elif not stress_ok:
+        off = " (main.use_virials is false: the fit never saw a stress)" if config.main.use_virials is False else ""
+        missing.append(f"{stress} > judge.max_stress_rmse {judge.max_stress_rmse} GPa{off}")
     failing = "; ".join(missing)
     if judgement.iteration >= config.stop.max_iterations:
         return StopDecision(True, "max_iterations", f"reached stop.max_iterations={config.stop.max_iterations}; {failing}")
