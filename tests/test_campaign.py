@@ -182,3 +182,19 @@ def test_python_api_with_a_custom_selection(tmp_path, monkeypatch):
     explored = [row for row in store.rows() if row.origin.startswith("explore:")]
     assert 1 <= len(explored) <= 2
     assert all(row.data["selection_reason"] == "custom: most uncertain" for row in explored)
+
+
+def test_resume_accepts_what_does_not_change_a_label_and_refuses_what_does(tmp_path):
+    """A longer CP2K walltime, more threads or another launcher of the same code are accepted on
+    resume and recorded in the frozen config; a change of the physics (EPS_SCF) is refused, named."""
+    from alcgap.workflow.campaign import Campaign
+
+    cp2k = dict(DEMO, reference={"kind": "cp2k", "method": "xtb", "walltime": 600})
+    Campaign(load_campaign_config(cp2k), tmp_path)._freeze_config()
+    longer = dict(cp2k, reference={**cp2k["reference"], "walltime": 7200, "omp_threads": 2})
+    Campaign(load_campaign_config(longer), tmp_path)._freeze_config()
+    frozen = yaml.safe_load((tmp_path / "campaign.yaml").read_text())
+    assert frozen["reference"]["walltime"] == 7200 and frozen["reference"]["omp_threads"] == 2
+    tighter = dict(cp2k, reference={**cp2k["reference"], "eps_scf": 1e-7})
+    with pytest.raises(ResumeRefused, match=r"reference.eps_scf: 1e-06 -> 1e-07"):
+        Campaign(load_campaign_config(tighter), tmp_path)._freeze_config()

@@ -106,6 +106,13 @@ def config_differences(old: dict, new: dict, sections: Sequence[str] = FROZEN_SE
     return diffs
 
 
+def _label_meaning(dumped: dict, config: CampaignConfig | None) -> dict:
+    """The config with its reference section reduced to what changes a label (CP2K: not the
+    executable, launcher, threads, walltime, data_dir or recovery settings)."""
+    label_settings = getattr(getattr(config, "reference", None), "label_settings", None)
+    return {**dumped, "reference": label_settings()} if label_settings else dumped
+
+
 class CampaignApps:
     """The apps of :mod:`alcgap.workflow.apps` bound to a site's executors and resources."""
 
@@ -172,15 +179,21 @@ class Campaign:
         if frozen.exists():
             before = yaml.safe_load(frozen.read_text())
             try:  # in today's layout (a frozen file of an older layout compares by what it means)
-                before = CampaignConfig.model_validate(before).model_dump(mode="json")
+                before_config = CampaignConfig.model_validate(before)
             except ValueError:
-                pass  # it no longer validates: compare as written, and show every difference
-            diffs = config_differences(before, current)
+                before_config = None  # it no longer validates: compare as written, and show every difference
+            if before_config is not None:
+                before = before_config.model_dump(mode="json")
+            diffs = config_differences(_label_meaning(before, before_config), _label_meaning(current, self.config))
             if diffs:
                 raise ResumeRefused(
                     f"{frozen} was run with other settings; resuming with these would mix "
                     "inconsistent data:\n  " + "\n  ".join(diffs) + "\nstart a new run directory, or restore those settings"
                 )
+            harmless = config_differences(before, current, ("reference",))
+            if harmless:  # where or how the reference runs, not what its labels mean
+                console.log("resuming with changes that do not change a label (recorded in campaign.yaml): "
+                            + "; ".join(harmless))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.run_dir / "campaign.json", {"settings_hash": self.settings_hash, "reference": self.reference.name})
         (self.run_dir / "campaign.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
