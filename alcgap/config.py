@@ -649,6 +649,11 @@ class LabelSettings(Strict):
     max_atoms: int | None = Field(None, ge=1)
     #: surroundings kept around the flagged atoms of a carved cell (Angstrom; None: the SOAP cutoff)
     carve_radius: float | None = Field(None, gt=0.0)
+    #: a selected structure with a pair closer than this fraction of the pair's summed covalent
+    #: radii (0.5: Si-Si 1.11, Si-O 0.885, O-O 0.66 A) is recorded as too_close and never sent
+    #: to the reference: frozen-core pseudopotentials and molecular basis sets do not hold there,
+    #: and the aux, fitted to the dimer scans (exempt), owns that range (alcgap.reference.contacts)
+    contact_fraction: float = Field(0.5, gt=0.0, le=1.0)
 
 
 class JudgeSettings(Strict):

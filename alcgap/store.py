@@ -64,7 +64,9 @@ from alcgap.reference.base import Label, LabelStatus, Reference
 #: grid (Angstrom) on which cell and positions are compared when fingerprinting
 FINGERPRINT_TOLERANCE = 1e-6
 #: failures that say nothing about the structure: label_with tries them again
-RETRIED_BY_DEFAULT = frozenset({LabelStatus.TIMED_OUT, LabelStatus.HUNG})
+#: failures that say nothing about the structure: run again when met on resume (an input error
+#: stopped labelling; once the settings are fixed, the same structure must be labelled)
+RETRIED_BY_DEFAULT = frozenset({LabelStatus.TIMED_OUT, LabelStatus.HUNG, LabelStatus.INPUT_ERROR})
 JOURNAL_MODES = ("wal", "delete", "truncate", "persist")
 _HASH = "sha256:"
 

@@ -198,3 +198,40 @@ def test_resume_accepts_what_does_not_change_a_label_and_refuses_what_does(tmp_p
     tighter = dict(cp2k, reference={**cp2k["reference"], "eps_scf": 1e-7})
     with pytest.raises(ResumeRefused, match=r"reference.eps_scf: 1e-06 -> 1e-07"):
         Campaign(load_campaign_config(tighter), tmp_path)._freeze_config()
+
+
+def test_a_pick_with_atoms_too_close_is_recorded_not_labelled_and_an_input_error_stops_labelling(tmp_path):
+    """An exploration structure with a Si-O pair at 0.3 A never reaches the reference: it is stored
+    as too_close, with the pair and the limit. A label whose input the reference refused ends
+    labelling at once, with the program's message (a stand-in future here: error handling only)."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from alcgap.reference import Label, LabelStatus
+    from alcgap.store import Provenance
+    from alcgap.structures import beta_cristobalite
+    from alcgap.workflow.campaign import Campaign, LabellingStopped, Pending
+
+    campaign = Campaign(load_campaign_config(QUICK), tmp_path)
+    campaign.store = LabelStore(tmp_path / "data.db")
+    called = []
+    campaign.apps = SimpleNamespace(label=lambda *args: called.append(args))
+    crystal = beta_cristobalite()
+    si = next(a.index for a in crystal if a.symbol == "Si")
+    o = next(a.index for a in crystal if a.symbol == "O")
+    close = crystal.copy()
+    close.positions[o] = close.positions[si] + [0.3, 0.0, 0.0]
+    results = []
+    campaign._submit_label(Pending(), close, Provenance(1, "explore:s1-T4000-x1"), results)
+    assert results == ["too_close"] and not called
+    (row,) = campaign.store.rows(status=None)
+    assert row.status == "too_close" and "Si-O 0.300 A < 0.885 A" in row.data["label_reason"]
+
+    refused = Future()
+    refused.set_result((Label(LabelStatus.INPUT_ERROR, reason="unknown basis set FOO for Si"), 0.0, 0.1))
+    campaign.apps = SimpleNamespace(label=lambda *args: refused)
+    pending = Pending()
+    campaign._submit_label(pending, crystal, Provenance(1, "explore:s1-T4000-x1"), [])
+    with pytest.raises(LabellingStopped, match="unknown basis set FOO"):
+        pending.drain()
+    assert campaign.store.summary().by_status.get("input_error") == 1  # the refused label is kept, as failed

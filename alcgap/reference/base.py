@@ -30,7 +30,8 @@ class LabelStatus(str, Enum):
     same input is built for every structure, so every further calculation would fail the same
     way: it is never retried, and labelling must stop (:attr:`Label.fatal`). ``HUNG``: the
     program stopped writing output for longer than allowed and was killed, long before its
-    walltime. ``TIMED_OUT``: killed at the walltime.
+    walltime. ``TIMED_OUT``: killed at the walltime. ``TOO_CLOSE``: an exploration structure with
+    a pair closer than its contact limit, recorded but never sent to the reference.
     """
 
     OK = "ok"
@@ -40,6 +41,8 @@ class LabelStatus(str, Enum):
     CRASHED = "crashed"
     TIMED_OUT = "timed_out"
     HUNG = "hung"
+    #: never sent to the reference: a pair closer than its limit (alcgap.reference.contacts)
+    TOO_CLOSE = "too_close"
 
 
 #: failures that no retry can cure and that every other structure would share

@@ -27,7 +27,8 @@ from rich.console import Console
 
 from alcgap.config import CampaignConfig, ConfigError, load_campaign_config
 from alcgap.distances import OWN_BOOTSTRAP_MARGIN, STAND_IN_BOOTSTRAP_MARGIN
-from alcgap.reference import Reference, isolated, make_reference, vashishta_sio2_commands
+from alcgap.reference import Label, LabelStatus, Reference, isolated, make_reference, vashishta_sio2_commands
+from alcgap.reference.contacts import default_contact_limits, too_close_pairs
 from alcgap.store import LabelStore, Provenance, fingerprint
 from alcgap.structures import pair_name
 from alcgap.workflow import apps
@@ -46,6 +47,11 @@ SelectFn = Callable[[list[Atoms], list[Atoms], int], Sequence[Atoms]]
 
 class ResumeRefused(ConfigError):
     """The config changed in a way that would make the stored data inconsistent."""
+
+
+class LabellingStopped(ConfigError):
+    """The reference refused its input (an unknown basis, a bad keyword): every further label
+    would fail the same way, so labelling stops with the program's own message."""
 
 
 @dataclass
@@ -262,6 +268,19 @@ class Campaign:
         key = fingerprint(atoms)
         if key in self._in_flight:  # the same structure twice in one batch: one calculation
             return
+        if provenance.origin.startswith("explore"):  # dimer scans go short on purpose; the loop's picks may not
+            contacts = too_close_pairs(atoms, default_contact_limits(self.config.species, self.config.label.contact_fraction))
+            if contacts:
+                c = contacts[0]
+                reason = (f"{len(contacts)} pair(s) too close for the reference, shortest {pair_name(c.pair)} "
+                          f"{c.distance:.3f} A < {c.limit:.3f} A (label.contact_fraction "
+                          f"{self.config.label.contact_fraction} x covalent radii): not sent; the model went there")
+                now = time.time()
+                self.store.add(atoms, Label(LabelStatus.TOO_CLOSE, reason=reason), self.reference.name,
+                               self.settings_hash, provenance, started=now, finished=now)
+                results.append(LabelStatus.TOO_CLOSE.value)
+                console.log(f"[yellow]not labelled[/] ({provenance.origin}): {reason}")
+                return
         self._in_flight.add(key)
 
         def store(outcome) -> None:
@@ -270,6 +289,9 @@ class Campaign:
             self.store.add(atoms, label, self.reference.name, self.settings_hash, provenance,
                            started=started, finished=finished)
             results.append(label.status.value)
+            if label.fatal:  # the reference's input is wrong for every structure: stop before the next
+                raise LabellingStopped(f"{self.reference.name} refused its input ({provenance.origin}): {label.reason}; "
+                                       "fix the reference settings, then resume")
             if not label.ok:
                 console.log(f"[yellow]label failed[/] ({provenance.origin}): {label.status.value}: {label.reason[:200]}")
 
