@@ -649,11 +649,27 @@ class LabelSettings(Strict):
     max_atoms: int | None = Field(None, ge=1)
     #: surroundings kept around the flagged atoms of a carved cell (Angstrom; None: the SOAP cutoff)
     carve_radius: float | None = Field(None, gt=0.0)
+    #: relax the atoms of a carved cell beyond ``carve_frozen_radius`` of its flagged atoms with
+    #: the model that explored, before labelling: the cut boundary otherwise puts the cell
+    #: ~1 eV/atom above anything trained on and costs the SCF 5-10x the steps (alcgap.carve)
+    relax_boundary: bool = True
+    #: atoms within this distance of the flagged atoms keep the source geometry exactly
+    #: (Angstrom; None: the carving radius less 1 A, the first two neighbour shells of SiO2)
+    carve_frozen_radius: float | None = Field(None, gt=0.0)
     #: a selected structure with a pair closer than this fraction of the pair's summed covalent
     #: radii (0.5: Si-Si 1.11, Si-O 0.885, O-O 0.66 A) is recorded as too_close and never sent
     #: to the reference: frozen-core pseudopotentials and molecular basis sets do not hold there,
     #: and the aux, fitted to the dimer scans (exempt), owns that range (alcgap.reference.contacts)
     contact_fraction: float = Field(0.5, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _frozen_inside_the_carving(self):
+        if self.carve_frozen_radius is not None and self.carve_radius is not None \
+                and self.carve_frozen_radius > self.carve_radius:
+            raise ValueError(f"label.carve_frozen_radius ({self.carve_frozen_radius} A) is larger than "
+                             f"label.carve_radius ({self.carve_radius} A): atoms beyond the carving radius are "
+                             f"not the source's anyway; set it at most the carving radius")
+        return self
 
 
 class JudgeSettings(Strict):

@@ -9,7 +9,9 @@ and quenched with the Vashishta potential (``benchmarks/carve_cost.py``'s frame,
 Carved cells: ``--samples`` single-atom events and ``--samples`` short Si-O pairs (an O pushed
 0.5 A toward its Si, as a flagged pair looks), each carved by ``alcgap.carve.carve`` with the
 config's carving radius (``label.carve_radius``, default the SOAP cutoff), as the campaign's
-selection carves them. Then the whole 240-atom frame, once.
+selection carves them, then their boundary relaxed as the campaign relaxes it (atoms beyond the
+default frozen radius, the carving radius less 1 A; the Vashishta potential stands in for the
+explored model; ``--as-cut`` skips it). Then the whole 240-atom frame, once.
 
 Measured per label: atoms, wall seconds (the whole ``compute``: CP2K start-up, SCF, any SCF
 recovery rung), CP2K's own timer, SCF steps (from ``cp2k.out``), status. Reported: the ratio
@@ -39,9 +41,12 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carve_cost import events, frame  # noqa: E402  (the 240-atom Vashishta frame and its events)
 
-from alcgap.carve import CarveSettings, carve  # noqa: E402
+from ase.calculators.lammpslib import LAMMPSlib  # noqa: E402
+
+from alcgap.carve import CarveSettings, carve, relax_boundary  # noqa: E402
 from alcgap.config import load_campaign_config  # noqa: E402
-from alcgap.reference import make_reference  # noqa: E402
+from alcgap.reference import make_reference, vashishta_sio2_commands  # noqa: E402
+from alcgap.workflow.apps import frozen_radius  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "sio2-quick.yaml"
@@ -102,6 +107,7 @@ def main():
     parser.add_argument("--walltime", type=float, default=1800.0,
                         help="seconds allowed per CP2K call (how long, not what is computed; the config's 600 s "
                              "is tight for 240 atoms on a shared core)")
+    parser.add_argument("--as-cut", action="store_true", help="label the carved cells as cut, boundary not relaxed")
     parser.add_argument("--workdir", default=None, help="where CP2K runs keep their files (default: a new temp dir)")
     args = parser.parse_args()
     config = load_campaign_config(CONFIG)
@@ -111,6 +117,8 @@ def main():
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="alcgap-cp2k-carve-"))
     reference = make_reference(settings, config.species, workdir)
     radius = config.label.carve_radius or config.main.soap.cutoff
+    relaxer = LAMMPSlib(lmpcmds=[c for c in vashishta_sio2_commands() if c.startswith("pair")],
+                        atom_types={"Si": 1, "O": 2}, log_file=None)
     load_before = os.getloadavg()
 
     source = frame(10, True)
@@ -118,6 +126,8 @@ def main():
     rows = []
     for kind, atoms, centres in cases:
         cell = carve(atoms, centres, CarveSettings(radius=radius))
+        if not args.as_cut:
+            cell = relax_boundary(atoms, cell, relaxer, frozen_radius(config))
         rows.append(label_cost(reference, cell, f"carved-{kind}"))
         print(f"  {rows[-1]['kind']:>13} {rows[-1]['atoms']:>4} atoms {rows[-1]['wall_seconds']:8.1f} s "
               f"scf {rows[-1]['scf_steps_total']} in {rows[-1]['cp2k_runs']} run(s) {rows[-1]['status']}", flush=True)
@@ -190,7 +200,8 @@ def main():
         "reference": {"config": str(CONFIG.relative_to(ROOT)), **settings.label_settings(), "ranks": args.ranks,
                       "omp_threads": settings.omp_threads, "walltime": settings.walltime},
         "frame": "beta-cristobalite x10, Vashishta melt-and-quench (benchmarks/carve_cost.py frame)",
-        "carve_radius": radius, "labels": rows + [whole], "measured": measured, "projection": projection,
+        "carve_radius": radius, "boundary": "as cut" if args.as_cut else f"relaxed beyond {frozen_radius(config)} A",
+        "labels": rows + [whole], "measured": measured, "projection": projection,
         "machine": {"cores": os.cpu_count(), "load_1min_before": load_before[0], "load_1min_after": load_after[0],
                     "python": platform.python_version(), "niceness": os.nice(0)},
         "workdir": str(workdir),

@@ -1,8 +1,10 @@
 """Bad input fails early, with a message that names the field and the fix."""
 
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from alcgap.config import ConfigError, load_fit_config
 
@@ -138,3 +140,16 @@ def test_classical_keys_under_data_are_the_classical_bootstraps():
     assert load_fit_config(config.model_dump(mode="json")) == config
     with pytest.raises(ConfigError, match="data.sample_every: given twice"):
         load_fit_config({"data": {"sample_every": 7, "bootstrap": {"sample_every": 8}}})
+
+
+def test_a_frozen_radius_beyond_the_carving_radius_is_refused():
+    from alcgap.config import load_campaign_config
+    from alcgap.workflow.apps import frozen_radius
+
+    demo = Path(__file__).parents[1] / "configs" / "sio2-quick.yaml"
+    config = load_campaign_config(demo)
+    assert config.label.relax_boundary and frozen_radius(config) == pytest.approx(3.0)  # SOAP cutoff 4 A less 1 A
+    raw = yaml.safe_load(demo.read_text())
+    with pytest.raises(ConfigError) as err:
+        load_campaign_config({**raw, "label": {"carve_radius": 4.0, "carve_frozen_radius": 4.5}})
+    assert "label.carve_frozen_radius" in str(err.value) and "at most the carving radius" in str(err.value)

@@ -169,7 +169,8 @@ def bootstrap_md(config: dict, out_path: str) -> str:
 # -- selection --------------------------------------------------------------------------------
 
 def select(candidate_paths: list[str], known_paths: list[str], config: dict, budget: int, variance_threshold: float | None,
-           out_path: str, *, fallback: bool = False, onsets: dict[str, int] | None = None, select_fn=None) -> dict:
+           out_path: str, *, fallback: bool = False, onsets: dict[str, int] | None = None, select_fn=None,
+           model_xml: str | None = None) -> dict:
     """Choose up to ``budget`` flagged local environments among the frames of ``candidate_paths``
     and write what is to be labelled to ``out_path``: whole frames up to ``label.max_atoms``,
     carved periodic sub-cells around each chosen environment of larger frames.
@@ -178,7 +179,8 @@ def select(candidate_paths: list[str], known_paths: list[str], config: dict, bud
     was chosen before in this iteration); ``fallback``: when no atom is flagged, take the most
     informative atoms instead (highest variance, or farthest from the known ones). ``onsets``:
     task id -> the step its run first went wrong; later frames of that run follow from the
-    model's error, not from the material, and are not candidates.
+    model's error, not from the material, and are not candidates. ``model_xml``: the model that
+    explored; it relaxes the boundary of each carved cell (``label.relax_boundary``).
     ``select_fn(candidates, known, budget) -> frames`` replaces the built-in choice."""
     from alcgap.carve import CarveSettings
     from alcgap.config import CampaignConfig
@@ -206,6 +208,7 @@ def select(candidate_paths: list[str], known_paths: list[str], config: dict, bud
                                   if settings.select.min_soap_distance is not None else {}))
     selection = select_environments(candidates, settings.species, choice, known=known)
     carving = CarveSettings(radius=settings.label.carve_radius or soap.cutoff)
+    relax = boundary_relaxer(settings, model_xml)
     by_frame: dict[int, list] = {}
     for event in selection.events:
         by_frame.setdefault(event.frame, []).append(event)
@@ -218,7 +221,7 @@ def select(candidate_paths: list[str], known_paths: list[str], config: dict, bud
             pieces = [_bare(frame)]
             pieces[0].info["centre_atoms"] = np.array([c for e in chosen for c in e.centres], dtype=int)
         else:
-            pieces = _carve(frame, [_core(frame, e.centres) for e in chosen], carving, skipped, base)
+            pieces = _carve(frame, [_core(frame, e.centres) for e in chosen], carving, skipped, base, relax)
         for piece in pieces:
             piece.info.update(base, selection_kind=best.kind, selection_score=float(best.score))
             out.append(piece)
@@ -232,22 +235,32 @@ def select(candidate_paths: list[str], known_paths: list[str], config: dict, bud
 
 
 #: the atoms of an event a carved cell is centred on: its chosen atom and, within this distance,
-#: its nearest flagged partner (the other atom of its short pair). The event's other atoms lie
+#: its flagged partners (the other atom of its short pair). The event's other atoms lie
 #: inside the carving radius around them anyway; centring on all of them made a 4-atom cluster
 #: a 93-atom xTB cell (11.8 A) where the pair alone needs about 45 (9-10 A)
 CORE_RADIUS = 2.0
 
 
-def _core(frame: Atoms, centres: list[int]) -> list[int]:
-    first = centres[0]
-    if len(centres) == 1:
-        return [first]
-    d = frame.get_distances(first, centres[1:], mic=True)
-    nearest = int(np.argmin(d))
-    return [first, centres[1:][nearest]] if d[nearest] <= CORE_RADIUS else [first]
+def boundary_relaxer(settings, model_xml: str | None):
+    """``cell, source -> cell`` relaxing a carved cell's boundary with the model that explored
+    (alcgap.carve.relax_boundary), or None when ``label.relax_boundary`` is off or no model is given."""
+    if not settings.label.relax_boundary or model_xml is None:
+        return None
+    from alcgap.calculator import GapCalculator
+    from alcgap.carve import relax_boundary
+
+    calculator = GapCalculator(model_xml)
+    frozen = frozen_radius(settings)
+    return lambda cell, source: relax_boundary(source, cell, calculator, frozen)
 
 
-def _carve(frame: Atoms, cores: list[list[int]], settings, skipped: list, base: dict) -> list[Atoms]:
+def frozen_radius(settings) -> float:
+    """``label.carve_frozen_radius``, default the carving radius less 1 A (alcgap.carve)."""
+    radius = settings.label.carve_radius or settings.main.soap.cutoff
+    return settings.label.carve_frozen_radius or max(radius - 1.0, 0.5 * radius)
+
+
+def _carve(frame: Atoms, cores: list[list[int]], settings, skipped: list, base: dict, relax=None) -> list[Atoms]:
     """One carved cell per event of a frame. Events are never carved together: the selection
     keeps them at least ``merge_radius`` apart, and one cell around two of them is several
     times one around each (seen: 93 atoms for two xTB events against 42 each; DFT cost ~N^3).
@@ -258,7 +271,8 @@ def _carve(frame: Atoms, cores: list[list[int]], settings, skipped: list, base: 
     pieces = []
     for core in cores:
         try:
-            pieces.append(carve(frame, core, settings))
+            cell = carve(frame, core, settings)
+            pieces.append(relax(cell, frame) if relax is not None else cell)
         except ValueError as err:
             skipped.append({"task": base.get("task"), "md_step": base.get("md_step"), "why": str(err)[:300]})
     if pieces or not skipped:

@@ -480,7 +480,7 @@ class Campaign:
             onsets = {t: md["first_bad_step"] for t, md in plan.md.items() if md.get("first_bad_step") is not None}
             pending.add(self.apps.select(candidates, known_paths, self.app_config, budget, threshold,
                                          str(state.dir / "select" / f"{name}.xyz"), fallback=fallback, onsets=onsets,
-                                         select_fn=self.select_fn), picked)
+                                         select_fn=self.select_fn, model_xml=fitted["xml"]), picked)
 
         def after_md(task: ExploreTask, folder: Path) -> None:
             plan.record_md(task, md_summary(folder, task))
