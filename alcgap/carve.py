@@ -711,7 +711,7 @@ def relax_boundary(source: Atoms, carved: Atoms, calculator, frozen_radius: floa
     if not np.isfinite(frozen_radius) or frozen_radius <= 0:
         raise ValueError(f"frozen_radius must be a positive length (Angstrom), got {frozen_radius}")
     centres = info_indices(carved, "centre_atoms")
-    distance = np.min([carved.get_distances(c, range(len(carved)), mic=True) for c in centres], axis=0)
+    distance = _distance_to_centres(carved, centres)
     frozen = np.flatnonzero(distance <= frozen_radius)
     out = carved.copy()
     out.calc = None
@@ -737,12 +737,17 @@ def relax_boundary(source: Atoms, carved: Atoms, calculator, frozen_radius: floa
     shift, _ = find_mic(clean - carved.positions, carved.cell, True)
     relaxed = out.copy()
     relaxed.positions = clean
-    moved = np.min([relaxed.get_distances(c, range(len(relaxed)), mic=True) for c in centres], axis=0)
+    moved = _distance_to_centres(relaxed, centres)
     relaxed.info.update(carve_relax=f"stopped: {problem}"[:300] if problem else "relaxed", carve_relax_steps=done,
                         carve_relax_shift=float(np.linalg.norm(shift, axis=1).max()),
                         # relaxed atoms that came within the frozen radius of a centre
                         carve_relax_entered=int(((moved <= frozen_radius) & (distance > frozen_radius)).sum()))
     return relaxed
+
+
+def _distance_to_centres(atoms: Atoms, centres: list[int]) -> np.ndarray:
+    """Per atom, the minimum-image distance to the nearest of ``centres``."""
+    return np.min([atoms.get_distances(c, range(len(atoms)), mic=True) for c in centres], axis=0)
 
 
 def _short_after_relaxation(source: Atoms, relaxed: Atoms, fraction: float) -> str | None:

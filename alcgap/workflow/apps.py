@@ -8,6 +8,8 @@ the campaign driver is its only writer.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import shlex
@@ -249,9 +251,13 @@ def boundary_relaxer(settings, model_xml: str | None):
     from alcgap.calculator import GapCalculator
     from alcgap.carve import relax_boundary
 
-    calculator = GapCalculator(model_xml)
     frozen = frozen_radius(settings)
-    return lambda cell, source: relax_boundary(source, cell, calculator, frozen)
+
+    @functools.cache
+    def model() -> GapCalculator:  # read once, and only when a frame is carved
+        return GapCalculator(model_xml)
+
+    return lambda cell, source: relax_boundary(source, cell, model(), frozen)
 
 
 def frozen_radius(settings) -> float:
