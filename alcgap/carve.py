@@ -117,6 +117,7 @@ __all__ = [
     "carve",
     "carve_events",
     "check_carved",
+    "exact_atoms",
     "info_indices",
     "merge_events",
     "perpendicular_widths",
@@ -697,7 +698,8 @@ def relax_boundary(source: Atoms, carved: Atoms, calculator, frozen_radius: floa
     """``carved`` (a cell of :func:`carve` from ``source``) with its atoms farther than
     ``frozen_radius`` from every centre relaxed by ``calculator`` (FIRE to ``fmax`` eV/A, at most
     ``steps``); the rest keep the source geometry. See "Boundary relaxation" in the module
-    docstring. Returns a new cell, with ``carve_frozen_radius``, ``carve_relax`` ("relaxed",
+    docstring. Returns a new cell, with ``carve_frozen_radius``, ``carve_frozen_atoms`` (the atoms
+    held), ``carve_relax`` ("relaxed",
     "stopped: ...", "rejected: ..." or "nothing to relax"), ``carve_relax_steps``, ``carve_relax_shift`` (the
     largest displacement, A) and ``carve_relax_entered`` (relaxed atoms that came within the
     frozen radius of a centre: the source's atoms there are all kept, in place, but the
@@ -716,7 +718,8 @@ def relax_boundary(source: Atoms, carved: Atoms, calculator, frozen_radius: floa
     out = carved.copy()
     out.calc = None
     out.info.update(carve_frozen_radius=float(min(frozen_radius, float(carved.info["carve_radius"]))),
-                    carve_relax="nothing to relax", carve_relax_steps=0, carve_relax_shift=0.0)
+                    carve_frozen_atoms=frozen.astype(int), carve_relax="nothing to relax", carve_relax_steps=0,
+                    carve_relax_shift=0.0)
     if len(frozen) == len(carved):
         return out
     work = out.copy()
@@ -743,6 +746,20 @@ def relax_boundary(source: Atoms, carved: Atoms, calculator, frozen_radius: floa
                         # relaxed atoms that came within the frozen radius of a centre
                         carve_relax_entered=int(((moved <= frozen_radius) & (distance > frozen_radius)).sum()))
     return relaxed
+
+
+def exact_atoms(atoms: Atoms) -> list[int]:
+    """The atoms of a labelled frame that sit where the explored frame had them: a relaxed cell's
+    ``carve_frozen_atoms``, the atoms within ``carve_radius`` of the centres of a carved cell that
+    was not relaxed, every atom of a whole frame. The error of a model on these atoms is the
+    error on what exploration found, free of the boundary the carve added (and of a relaxation
+    by the same model, which puts the rest of the cell at that model's own minimum)."""
+    if "carve_frozen_atoms" in atoms.info:
+        return info_indices(atoms, "carve_frozen_atoms")
+    centres = info_indices(atoms, "centre_atoms")
+    if "carve_radius" not in atoms.info or not centres:
+        return list(range(len(atoms)))
+    return np.flatnonzero(_distance_to_centres(atoms, centres) <= float(atoms.info["carve_radius"])).tolist()
 
 
 def _distance_to_centres(atoms: Atoms, centres: list[int]) -> np.ndarray:

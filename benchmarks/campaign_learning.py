@@ -42,6 +42,9 @@ def curve(run_dir: Path) -> dict:
             "held_out_energy_mae": m["errors"]["energy_mae"], "held_out_force_rmse": m["errors"]["force_rmse"],
             "prospective_energy_mae": prospective.get("energy_mae"), "prospective_force_rmse": prospective.get("force_rmse"),
             "prospective_centre_force_rmse": prospective.get("centre_force_rmse"),
+            # on the atoms at the explored geometry (not a carved cell's boundary, which model k relaxed)
+            "prospective_core_force_rmse": prospective.get("core_force_rmse"),
+            "previous_model_core_force_rmse": (prospective.get("previous_model") or {}).get("core_force_rmse"),
             "prospective_force_relative": prospective.get("force_relative"),
             "previous_model_energy_mae": (prospective.get("previous_model") or {}).get("energy_mae"),
             "previous_model_force_rmse": (prospective.get("previous_model") or {}).get("force_rmse"),
@@ -70,18 +73,18 @@ def plot(results: dict[str, dict], path: Path) -> None:
     for name, result in results.items():
         rows = result["iterations_table"]
         x = [r["n_train"] for r in rows]
-        axes[0].plot(x, [r["prospective_force_rmse"] for r in rows], "o-", label=f"{name}: prospective")
+        axes[0].plot(x, [r["prospective_core_force_rmse"] for r in rows], "o-", label=f"{name}: prospective")
         axes[0].plot(x, [r["held_out_force_rmse"] for r in rows], "s--", label=f"{name}: held-out")
-        axes[0].plot(x, [r["previous_model_force_rmse"] for r in rows], "x:",
+        axes[0].plot(x, [r["previous_model_core_force_rmse"] for r in rows], "x:",
                      label=f"{name}: model k-1 on the same frames")
         axes[1].plot(x, [r["prospective_energy_mae"] for r in rows], "o-", label=f"{name}: prospective")
         axes[1].plot(x, [r["held_out_energy_mae"] for r in rows], "s--", label=f"{name}: held-out")
         for r in rows:
             clean = all(v == "clean" for v in r["target_verdicts"].values())
-            axes[0].annotate("clean" if clean else "clustered", (r["n_train"], r["prospective_force_rmse"] or 0),
+            axes[0].annotate("clean" if clean else "clustered", (r["n_train"], r["prospective_core_force_rmse"] or 0),
                              fontsize=7, xytext=(3, 3), textcoords="offset points")
     axes[0].set(xlabel="condensed frames trained on", ylabel="force RMSE (eV/A)",
-                title="error of model k on the frames iteration k chose")
+                title="model k on the frames iteration k chose\n(prospective: atoms at the explored geometry)")
     axes[1].set(xlabel="condensed frames trained on", ylabel="energy MAE (meV/atom)", yscale="log")
     for ax in axes:
         ax.legend(fontsize=7)
@@ -136,7 +139,8 @@ def main() -> int:
         for r in result["iterations_table"]:
             print(f"  iteration {r['iteration']}: {r['n_train']} frames, held-out {r['held_out_energy_mae']:.1f} meV/atom "
                   f"{r['held_out_force_rmse']:.3f} eV/A; prospective {r['prospective_energy_mae'] or float('nan'):.1f} "
-                  f"meV/atom {r['prospective_force_rmse'] or float('nan'):.3f} eV/A; target runs {r['target_verdicts']} "
+                  f"meV/atom {r['prospective_force_rmse'] or float('nan'):.3f} eV/A, at the explored geometry "
+                  f"{r['prospective_core_force_rmse'] or float('nan'):.3f} eV/A; target runs {r['target_verdicts']} "
                   f"first bad step {r['first_bad_step']}; +{r['new_labels']} labels")
     (OUT / "summary.json").write_text(json.dumps({"openblas": kernels, "openblas_env": blas_env, **results}, indent=1))
     plot(results, OUT / "learning_curve.png")

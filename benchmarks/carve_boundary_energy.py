@@ -1,6 +1,6 @@
 """What a carved cell's boundary costs: energy per atom and centre forces against the source frame.
 
-    python benchmarks/carve_boundary_energy.py [--pushes 0 0.1 0.2 0.3 0.5]
+    python benchmarks/carve_boundary_energy.py [--pushes 0 0.1 0.2 0.3 0.5] [--radius 4.0] [--frozen 3.0]
 
 A 240-atom SiO2 frame (beta-cristobalite x10, Vashishta melt 300 -> 5000 -> 300 K, 1400 steps of
 1 fs), one Si-O bond near its middle shortened by each push (A), carved around the pair with
@@ -22,9 +22,7 @@ import numpy as np
 from ase.geometry import find_mic
 from matscipy.neighbours import neighbour_list
 
-from ase.calculators.lammpslib import LAMMPSlib
-
-from alcgap.carve import carve, info_indices, relax_boundary
+from alcgap.carve import CarveSettings, carve, info_indices, relax_boundary
 from alcgap.md.classical import run_classical_md
 from alcgap.md.protocols import Segment, scaled_cell
 from alcgap.reference import LammpsReference, vashishta_sio2_commands
@@ -44,6 +42,8 @@ def label(reference, atoms):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pushes", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--radius", type=float, default=4.0, help="carving radius (A)")
+    parser.add_argument("--frozen", type=float, default=3.0, help="frozen radius of the relaxation (A)")
     args = parser.parse_args()
     segments = [Segment(steps=400, t_start=300, t_end=5000), Segment(steps=400, t_start=5000, t_end=5000),
                 Segment(steps=600, t_start=5000, t_end=300)]
@@ -55,17 +55,16 @@ def main() -> None:
     bonds = [(int(a), int(b)) for a, b in zip(i, j) if frame.numbers[a] == 14 and frame.numbers[b] == 8]
     gaps, _ = find_mic(frame.positions[[b for _, b in bonds]] - middle, frame.cell, frame.pbc)
     si, o = bonds[int(np.argmin(np.linalg.norm(gaps, axis=1)))]
-    relaxer = LAMMPSlib(lmpcmds=[c for c in vashishta_sio2_commands() if c.startswith("pair")],
-                        atom_types={"Si": 1, "O": 2}, log_file=None)
+    relaxer = reference.calculator()
     unpushed = label(reference, frame).energy
     rows = []
     for push in args.pushes:
         pushed = frame.copy()
         bond, _ = find_mic(pushed.positions[si] - pushed.positions[o], pushed.cell, pushed.pbc)
         pushed.positions[o] += push * bond / np.linalg.norm(bond)
-        cell = carve(pushed, [si, o])
+        cell = carve(pushed, [si, o], CarveSettings(radius=args.radius))
         whole, part = label(reference, pushed), label(reference, cell)
-        relaxed = relax_boundary(pushed, cell, relaxer, 3.0)
+        relaxed = relax_boundary(pushed, cell, relaxer, args.frozen)
         healed = label(reference, relaxed)
         event = whole.energy - unpushed
         centres = info_indices(cell, "centre_atoms")
@@ -74,10 +73,12 @@ def main() -> None:
                      "event_eV": event, "carved_less_event_eV_atom": (part.energy - event) / len(cell),
                      "relaxed_less_event_eV_atom": (healed.energy - event) / len(cell),
                      "relax": relaxed.info["carve_relax"],
-                     "centre_force_diff_eV_A": float(np.abs(part.forces[centres] - whole.forces[[si, o]]).max())})
+                     "centre_force_diff_eV_A": float(np.abs(part.forces[centres] - whole.forces[[si, o]]).max()),
+                     "relaxed_centre_force_diff_eV_A": float(np.abs(healed.forces[centres] - whole.forces[[si, o]]).max())})
         print(" ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()), flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(rows, indent=1))
+    out = OUT if (args.radius, args.frozen) == (4.0, 3.0) else OUT.with_name(f"carve_boundary_energy_r{args.radius}_f{args.frozen}.json")
+    out.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

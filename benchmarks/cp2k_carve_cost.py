@@ -41,11 +41,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carve_cost import events, frame  # noqa: E402  (the 240-atom Vashishta frame and its events)
 
-from ase.calculators.lammpslib import LAMMPSlib  # noqa: E402
-
 from alcgap.carve import CarveSettings, carve, relax_boundary  # noqa: E402
 from alcgap.config import load_campaign_config  # noqa: E402
-from alcgap.reference import make_reference, vashishta_sio2_commands  # noqa: E402
+from alcgap.reference import LammpsReference, make_reference  # noqa: E402
 from alcgap.workflow.apps import frozen_radius  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,8 +115,7 @@ def main():
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="alcgap-cp2k-carve-"))
     reference = make_reference(settings, config.species, workdir)
     radius = config.label.carve_radius or config.main.soap.cutoff
-    relaxer = LAMMPSlib(lmpcmds=[c for c in vashishta_sio2_commands() if c.startswith("pair")],
-                        atom_types={"Si": 1, "O": 2}, log_file=None)
+    relaxer = LammpsReference.vashishta_sio2().calculator()
     load_before = os.getloadavg()
 
     source = frame(10, True)

@@ -362,8 +362,6 @@ def test_a_relaxed_boundary_puts_the_carved_cell_in_the_range_of_the_training_da
     are untouched. Two events: an atom of the unperturbed frame (a variance flag), and the planted
     short pair, whose own energy (what pushing the O costs in the whole frame) is taken out first:
     a whole frame would carry it too."""
-    from ase.calculators.lammpslib import LAMMPSlib
-
     from alcgap.carve import relax_boundary
     from alcgap.reference import LammpsReference
 
@@ -384,8 +382,7 @@ def test_a_relaxed_boundary_puts_the_carved_cell_in_the_range_of_the_training_da
     low, high = min(energy(a) / len(a) for a in training), max(energy(a) / len(a) for a in training)
     pair_cost = energy(frame) - energy(amorphous)  # the event's own energy, in the whole frame
     assert pair_cost > 1.0
-    pair = [c for c in vashishta_sio2_commands() if c.startswith("pair")]
-    calculator = LAMMPSlib(lmpcmds=pair, atom_types={"Si": 1, "O": 2}, log_file=None)
+    calculator = reference.calculator()
     atom_cell = carve(amorphous, [si])
     for source, cell, event in ((amorphous, atom_cell, 0.0), (frame, carved, pair_cost)):
         as_cut = (energy(cell) - event) / len(cell)

@@ -421,9 +421,10 @@ def _html(run: Path, records: list[IterationRecord], summary: Any, sections: lis
 
 def _prospective_cell(pe: dict) -> str:
     def one(errors: dict) -> str:
-        relative = errors.get("force_relative")
-        return (f"{_cell(errors.get('energy_mae'))}, {_cell(errors.get('force_rmse'), 3)}"
-                + (f" [{relative:.2f}]" if relative is not None else ""))
+        core, relative = errors.get("core_force_rmse"), errors.get("core_force_relative")
+        return ((f"<b>{_cell(core, 3)}</b>" + (f" [{relative:.2f}]" if relative is not None else "") + "; "
+                 if core is not None else "")
+                + f"{_cell(errors.get('energy_mae'))}, {_cell(errors.get('force_rmse'), 3)}")
 
     return one(pe) + (f"; previous model: {one(pe['previous_model'])}" if pe.get("previous_model") else "")
 
@@ -431,7 +432,7 @@ def _prospective_cell(pe: dict) -> str:
 def _learning_table(records: list[IterationRecord], summary: Any) -> list[str]:
     """Iteration by iteration: what was flagged and learned, prospective against held-out error,
     the target-size runs (and the step each first went wrong), and the stop rule's decision."""
-    head = ["iteration", "flagged atoms (% of monitored)", "new labels", "prospective E MAE (meV/atom), F RMSE (eV/A) [relative]; the previous model on the same frames",
+    head = ["iteration", "flagged atoms (% of monitored)", "new labels", "prospective F RMSE at the explored geometry (eV/A) [relative]; all atoms: E MAE (meV/atom), F RMSE (eV/A); the previous model on the same frames",
             "held-out E MAE, F RMSE, S RMSE (GPa)", "variance-error Spearman", "target-size runs: verdict (first bad step, T held)",
             "decision"]
     rows = []
@@ -466,7 +467,10 @@ def _learning_table(records: list[IterationRecord], summary: Any) -> list[str]:
                      f"{html.escape(str(summary.get('why', '')))}</p>")
     parts += ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>", *rows, "</table>",
               "<p>prospective: the error of iteration k's model on the frames iteration k selected, labelled after "
-              "its fit; [relative]: the force RMSE over the reference forces' RMS on the same atoms, which "
+              "its fit. First the force error on the atoms at the geometry exploration found (a carved cell's "
+              "event and surroundings, not the boundary the carve added, which this same model relaxed: on those "
+              "atoms and in the cell's energy the figures are biased against it); then energy and force over all "
+              "atoms. [relative]: the force RMSE over the reference forces' RMS on the same atoms, which "
               "compares iterations whose frames differ in hardness. The previous model's error on the same frames "
               "(it has not seen them either) is the like-for-like measure of what the refit learned. Flagged atoms: in a pair closer than its flag distance, over the calibrated variance "
               "threshold, or in a cluster, per monitored frame and atom.</p>"]

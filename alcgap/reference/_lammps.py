@@ -194,21 +194,26 @@ class LammpsReference(Reference):
             settings.update(atom_style=self.atom_style, charges=self.charges)
         return settings
 
+    def calculator(self):
+        """A new ASE calculator of this potential (its own LAMMPS instance): to relax or run MD
+        with the reference, as the stand-in for a model (a carved boundary, say)."""
+        lammps_class()  # libmpi must be loaded before ASE imports lammps
+        from ase.calculators.lammpslib import LAMMPSlib
+
+        charges = self.charges or {}
+        return LAMMPSlib(
+            lmpcmds=self.pair_commands,
+            atom_types={symbol: i + 1 for i, symbol in enumerate(self.species)},
+            lammps_header=["units metal", f"atom_style {self.atom_style}", "atom_modify map array sort 0 0"],
+            # before every calculation: LAMMPSlib re-creates atoms when their number changes
+            amendments=[f"set type {i + 1} charge {charges[s]}" for i, s in enumerate(self.species) if s in charges],
+            keep_alive=True,
+            log_file=None,
+        )
+
     def _calculator(self):
         if self._calc is None:
-            lammps_class()  # libmpi must be loaded before ASE imports lammps
-            from ase.calculators.lammpslib import LAMMPSlib
-
-            charges = self.charges or {}
-            self._calc = LAMMPSlib(
-                lmpcmds=self.pair_commands,
-                atom_types={symbol: i + 1 for i, symbol in enumerate(self.species)},
-                lammps_header=["units metal", f"atom_style {self.atom_style}", "atom_modify map array sort 0 0"],
-                # before every calculation: LAMMPSlib re-creates atoms when their number changes
-                amendments=[f"set type {i + 1} charge {charges[s]}" for i, s in enumerate(self.species) if s in charges],
-                keep_alive=True,
-                log_file=None,
-            )
+            self._calc = self.calculator()
         return self._calc
 
     def compute(self, atoms: Atoms) -> Label:

@@ -571,11 +571,16 @@ class Campaign:
             console.log(f"iteration {state.iteration}: {task_id} {summary['verdict']}{where}; "
                         f"{summary.get('n_flagged', 0)} flagged frames; T reached {summary.get('temperature')}")
         if prospective:
+            def figures(errors: dict) -> str:
+                core = errors.get("core_force_rmse")
+                return ((f"F {core:.3f} eV/A on the {errors['n_core']} atoms at the explored geometry "
+                         f"({errors['core_force_relative']:.2f} of their reference RMS); " if core is not None else "")
+                        + f"all atoms {errors['energy_mae']:.1f} meV/atom, F {errors['force_rmse']:.3f} eV/A")
+
             console.log(f"iteration {state.iteration}: prospective error on its {len(new)} new labels: "
-                        f"{prospective['energy_mae']:.1f} meV/atom, {prospective['force_rmse']:.3f} eV/A "
-                        f"({prospective['force_relative']:.2f} of the reference forces' RMS)"
-                        + (f"; the previous model on them: {prospective['previous_model']['energy_mae']:.1f} meV/atom, "
-                           f"{prospective['previous_model']['force_rmse']:.3f} eV/A" if "previous_model" in prospective else "")
+                        + figures(prospective)
+                        + (f"; the previous model on them: {figures(prospective['previous_model'])}"
+                           if "previous_model" in prospective else "")
                         + f"; variance-error Spearman {correlation['spearman']}")
         return {"decision": decision.as_dict(), "verdicts": verdicts}
 
