@@ -94,6 +94,10 @@ class Cp2kSettings(BaseModel):
     #: numerical noise in the vacuum keeps that gradient at 1e-6..1e-5 (seen: 1e-6 never
     #: reached for O). The energy error is quadratic in it: below 1e-9 Ha at 1e-5.
     isolated_eps_scf: float = Field(1e-5, gt=0.0, lt=1e-2)
+    #: OT minimiser of the first attempt: "DIIS" (fewest steps where the gap is wide) or "CG"
+    #: (always downhill; fewer steps where the gap is small, as in cells carved out of a melt).
+    #: How the SCF gets there, not where: not part of a label's settings (nor is the ladder's CG)
+    ot_minimizer: Literal["DIIS", "CG"] = "DIIS"
     #: SCF steps: per outer cycle with OT, in total with diagonalisation
     max_scf: int = Field(50, ge=1)
     #: outer SCF cycles (OT only)
@@ -184,7 +188,7 @@ class Cp2kSettings(BaseModel):
         """The settings that change a label: not where or how CP2K runs (launcher, threads, walltime)."""
         # nor how failures are recovered: a recovered label records its rung in label.info
         skip = {"kind", "executable", "launch_prefix", "omp_threads", "walltime", "data_dir",
-                "hang_timeout", "scf_recovery", "max_recovery_rungs", "retry_timeout"}
+                "hang_timeout", "scf_recovery", "max_recovery_rungs", "retry_timeout", "ot_minimizer"}
         out = self.model_dump(mode="json", exclude=skip)
         # file names, not machine-specific paths: the same library on two machines is one label
         out["basis_file"] = Path(self.basis_file).name

@@ -68,7 +68,7 @@ class ScfControls:
         """The controls a :class:`~alcgap.reference.Cp2kSettings` asks for."""
         return cls(
             max_scf=settings.max_scf, outer_max_scf=settings.outer_max_scf,
-            mixing_alpha=settings.mixing_alpha, electronic_temperature=settings.electronic_temperature,
+            ot_minimizer=getattr(settings, "ot_minimizer", "DIIS"), mixing_alpha=settings.mixing_alpha, electronic_temperature=settings.electronic_temperature,
         )
 
     def changes_from(self, other: ScfControls) -> dict[str, Any]:
