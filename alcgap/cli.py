@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     resume = commands.add_parser("resume", help="continue a stopped or killed campaign from its checkpoints")
     resume.add_argument("run_dir")
     resume.add_argument("--site", default="local", help="site YAML or a name in sites/ (default: local)")
+    resume.add_argument("--max-iterations", type=int, default=None,
+                        help="raise stop.max_iterations: a campaign stopped at its limit goes on")
+    resume.add_argument("--max-labels", type=int, default=None,
+                        help="raise stop.max_labels: a campaign stopped at its limit goes on")
     status = commands.add_parser("status", help="iteration, stage, labels, errors and clustering verdicts")
     status.add_argument("run_dir")
     report = commands.add_parser("report", help="write the HTML report and JSON summary of a run directory")
@@ -116,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                 run_campaign(args.config, run_dir, site=args.site)
             else:
                 run_dir = Path(args.run_dir)
-                resume_campaign(run_dir, site=args.site)
+                stop = {key: value for key, value in (("max_iterations", args.max_iterations),
+                                                      ("max_labels", args.max_labels)) if value is not None}
+                resume_campaign(run_dir, site=args.site, stop=stop)
             _status(run_dir)
             print(f"report: {write_report(run_dir)}")
         elif args.command == "status":

@@ -17,6 +17,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 
 from alcgap.md.protocols import Segment, melt_and_quench
 from alcgap.reference._cp2k import Cp2kSettings
+from alcgap.reference.contacts import default_contact_limits, too_close_pairs
 from alcgap.reference._lammps import (VASHISHTA_SIO2_TYPES, charge_settings, has_kspace, lammps_types, net_charge,
                                       vashishta_sio2_commands)
 from alcgap.structures import Pair, pair_key, pair_name, species_pairs, unit_cell
@@ -136,7 +137,7 @@ class AuxSettings(Strict):
                 raise ValueError(
                     f"cutoff of '{name}' is {r_cut} A; the auxiliary is short-ranged: use 0 < r_cut <= 3 A"
                 )
-        return value
+        return check_pair_distances(value, "aux.cutoffs", upper=3.0)
 
     @model_validator(mode="after")
     def _floor_below_scan(self) -> "AuxSettings":
@@ -442,6 +443,8 @@ class FitConfig(Strict):
                     f"{field}: species {sorted(set(self.species) - set(types))} have no LAMMPS type (the types are "
                     f"{types}); every species needs one"
                 )
+        if reference.kind == "cp2k":
+            reference.check_species(self.species)
         structure = self.data.structure
         named = structure if isinstance(structure, str) else (
             f"bulk {structure.bulk}" if isinstance(structure, BulkCrystal) else f"space group {structure.spacegroup}")
@@ -459,6 +462,14 @@ class FitConfig(Strict):
             raise ValueError(f"data.structure: {named} holds {sorted(extra)}, not in species {self.species}")
         if not all(unit.pbc) or unit.cell.volume <= 0.0:
             raise ValueError(f"data.structure: {named} has no periodic cell (pbc {unit.pbc.tolist()}); give a crystal")
+        contacts = too_close_pairs(unit, default_contact_limits(sorted(set(unit.get_chemical_symbols()))))
+        if contacts:
+            first = contacts[0]
+            raise ValueError(
+                f"data.structure: {named} has {len(contacts)} pair(s) of atoms far too close, the closest atoms "
+                f"{first.i} and {first.j} ({'-'.join(first.pair)}) {first.distance:.3f} A apart, below "
+                f"{first.limit:.3f} A (half the sum of their covalent radii); MD from it loses atoms and no reference "
+                "labels it. Fix the structure (a duplicated atom, a wrong cell or wrong units)")
         if self.data.n_atoms is not None and self.data.n_atoms % len(unit):
             raise ValueError(
                 f"data.n_atoms={self.data.n_atoms}: {named} has {len(unit)} atoms, so the cell can "
@@ -526,6 +537,21 @@ class FitConfig(Strict):
         return self
 
 
+def read_yaml(path: Path, error: type[Exception]):
+    """The YAML document in ``path``; a syntax error raises ``error`` naming the line, the column
+    and what the parser expected, never a parser traceback."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+        what = "; ".join(part for part in (err.context, err.problem) if part)
+        raise error(f"{path}: not valid YAML at {where}: {what} (check the indentation and the ':' after each key "
+                    "there; a value holding ':' or '#' needs quotes)") from None
+    except yaml.YAMLError as err:
+        raise error(f"{path}: not valid YAML: {err}") from None
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in err.errors():
@@ -544,7 +570,7 @@ def _load(model: type[BaseModel], source: str | Path | dict):
         path = Path(source)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
-        data, name = yaml.safe_load(path.read_text()) or {}, str(path)
+        data, name = read_yaml(path, ConfigError) or {}, str(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys")
     try:
@@ -560,6 +586,24 @@ def load_fit_config(source: str | Path | dict) -> FitConfig:
 
 # ---------------------------------------------------------------------------------------------
 # The active-learning campaign: the fit's settings plus exploration, selection, judging, stopping.
+
+#: Angstrom: a flag distance this long would flag every bonded pair of any material
+SEARCH_LIMIT = 4.0
+
+
+def check_pair_distances(table: dict[str, float], field: str, upper: float) -> dict[str, float]:
+    """A per-pair distance table (``{"Si-O": 1.5}``): every key a pair, every pair once (``Si-O``
+    and ``O-Si`` are one pair), every distance in (0, ``upper``] Angstrom."""
+    seen: dict[Pair, str] = {}
+    for name, distance in table.items():
+        pair = parse_pair(name)
+        if pair in seen:
+            raise ValueError(f"'{seen[pair]}' and '{name}' are the same pair, given twice; give it once")
+        seen[pair] = name
+        if not 0.0 < distance <= upper:
+            raise ValueError(f"'{name}': {distance} A; give a distance in Angstrom, 0 < d <= {upper:g}")
+    return table
+
 
 def _check_pair_table(field: str, table: dict[str, float], species: list[str]) -> None:
     wanted = {pair_name(p) for p in species_pairs(species)}
@@ -585,6 +629,11 @@ class DistanceSettings(Strict):
     #: an MD run stops when pairs come closer than collapse_fraction x their clustered distance
     collapse_fraction: float = Field(0.6, gt=0.0, lt=1.0)
 
+    @field_validator("flag")
+    @classmethod
+    def _one_positive_distance_per_pair(cls, value: dict[str, float]) -> dict[str, float]:
+        return check_pair_distances(value, "distances.flag", upper=SEARCH_LIMIT)
+
 
 class ExploreSettings(Strict):
     """Exploration MD with the current composite GAP: seeds x temperatures x cell sizes."""
@@ -603,6 +652,9 @@ class ExploreSettings(Strict):
     timestep: float = Field(1.0, gt=0.0, le=5.0)
     #: monitors run every ``monitor_every`` steps
     monitor_every: int = Field(20, ge=1)
+    #: each run writes a checkpoint every this many steps (LAMMPS write_restart and its files so
+    #: far); a run killed by a walltime or a lost node continues from its last one on resume
+    checkpoint_every: int | None = Field(1000, ge=1)
     #: per-atom predicted variance (eV^2) above which an atom is flagged; "auto": calibrated on
     #: each model: variance_factor x the variance_quantile of its per-atom variance over the
     #: held-out bootstrap atoms (see alcgap.analysis.uncertainty)

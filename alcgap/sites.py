@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from alcgap.config import read_yaml
 
 #: executor labels; Parsl apps choose one with ``executors=[...]``
 SERIAL, MPI = "serial", "mpi"
@@ -340,6 +341,14 @@ def load_site(source: str | Path | dict | None, run_dir: str | Path, cpu_count: 
     ``run_dir`` is the campaign's run directory; Parsl's run_dir is ``<run_dir>/parsl``.
     ``cpu_count`` (default ``os.cpu_count()``) resolves ``auto`` sizes.
     """
+    spec = check_site(source, cpu_count)
+    run_dir = Path(run_dir).resolve()
+    return Site(spec.name or "custom", spec, build_config(spec, run_dir / "parsl"), run_dir)
+
+
+def check_site(source: str | Path | dict | None, cpu_count: int | None = None) -> SiteSpec:
+    """The site's resolved spec, checked; raise SiteError naming the field. Writes nothing and
+    starts nothing, so a campaign can call it before its first file."""
     data, name = _read(DEFAULT_SITE if source is None else source)
     try:
         spec = SiteSpec.model_validate(data)
@@ -349,8 +358,7 @@ def load_site(source: str | Path | dict | None, run_dir: str | Path, cpu_count: 
     problems = _check(spec)
     if problems:
         raise SiteError("\n".join([f"the site in {name} cannot work:"] + [f"  {p}" for p in problems]))
-    run_dir = Path(run_dir).resolve()
-    return Site(spec.name or "custom", spec, build_config(spec, run_dir / "parsl"), run_dir)
+    return spec
 
 
 def _read(source: str | Path | dict) -> tuple[dict, str]:
@@ -362,7 +370,7 @@ def _read(source: str | Path | dict) -> tuple[dict, str]:
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in SITES_DIR.glob("*.yaml")))
         raise SiteError(f"site file not found: {source} (sites shipped with alcgap: {known})")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, SiteError) or {}
     if not isinstance(data, dict):
         raise SiteError(f"{path}: the top level must be a mapping of keys")
     data.setdefault("name", path.stem)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from alcgap.config import load_campaign_config
 from alcgap.reference import LammpsReference
 from alcgap.store import LabelStore
 from alcgap.workflow.campaign import ResumeRefused, resume_campaign, run_campaign
+from alcgap.workflow.lock import stale_processes
 
 # The classical twin of the demo (configs/sio2-quick.yaml): 24-atom SiO2 with a deliberately thin
 # bootstrap (one short melt, 18 frames), so the first model is not good enough at 4000 K and the
@@ -119,6 +119,48 @@ def test_a_changed_config_is_refused_on_resume(campaign):
         run_campaign(load_campaign_config(changed), run_dir)
 
 
+def test_a_moved_campaign_resumes_and_a_raised_limit_runs_one_more_iteration(campaign, tmp_path):
+    """The run directory moves (another mount point): its checkpoints name paths relative to it.
+    The stop rule is re-decided on resume with today's stop settings: a lower max_iterations ends
+    it at iteration 1; raised again, the campaign runs iteration 2 for real (its folder removed),
+    and, deterministic given the seed, selects the same frames and fits the same model."""
+    import shutil
+
+    run_dir, summary = campaign
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run_dir, moved)
+    assert str(run_dir) not in (moved / "iter-001" / "state.json").read_text()
+    cut = resume_campaign(moved, stop={"max_iterations": 1})
+    assert (cut["iterations"], cut["stopped_by"]) == (1, "max_iterations"), cut["why"]
+    assert yaml.safe_load((moved / "campaign.yaml").read_text())["stop"]["max_iterations"] == 1
+
+    shutil.rmtree(moved / "iter-002")
+    import ase.db
+
+    db = ase.db.connect(moved / "data.db")  # as if iteration 2 had never labelled: its labels are made again
+    db.delete([row.id for row in db.select(iteration=2)])
+    again = resume_campaign(moved, stop={"max_iterations": 2})
+    assert again["iterations"] == 2 and (moved / "iter-002" / "metrics.json").exists()
+    before, after = summary["metrics"][1], again["metrics"][1]
+    assert after["selected"] == before["selected"] and after["picks"] == before["picks"]
+    assert after["errors"]["force_rmse"] == pytest.approx(before["errors"]["force_rmse"], rel=1e-6)
+    assert again["stopped_by"] == summary["stopped_by"] if summary["iterations"] == 2 else again["stopped_by"] == "max_iterations"
+    assert not (moved / "driver.json").exists() and stale_processes(moved) == []
+
+
+def test_an_edit_of_the_frozen_config_is_checked_like_any_change(campaign, tmp_path):
+    import shutil
+
+    run_dir, _ = campaign
+    moved = tmp_path / "run"
+    shutil.copytree(run_dir, moved)
+    frozen = yaml.safe_load((moved / "campaign.yaml").read_text())
+    frozen["aux"]["cutoffs"]["Si-Si"] = 1.5
+    (moved / "campaign.yaml").write_text(yaml.safe_dump(frozen))
+    with pytest.raises(ResumeRefused, match=r"aux.cutoffs.Si-Si: 1.6 -> 1.5"):
+        resume_campaign(moved)
+
+
 class SlowVashishta(LammpsReference):
     """The real Vashishta reference, made as slow as a small DFT call so a kill lands mid-labelling."""
 
@@ -139,6 +181,13 @@ run_campaign(load_campaign_config(config), {run_dir!r}, reference=SlowVashishta.
 """
 
 
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_campaign_killed_during_labelling_resumes_without_loss(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
@@ -156,19 +205,23 @@ def test_campaign_killed_during_labelling_resumes_without_loss(tmp_path, monkeyp
                     break
             time.sleep(0.3)
     finally:
-        try:
-            os.killpg(child.pid, signal.SIGKILL)  # the driver and its Parsl workers, mid-labelling
-        except ProcessLookupError:
-            pass  # the driver died on its own: the assertion below shows why
+        # the driver alone, mid-labelling, as an OOM kill or a lost login node does: its Parsl
+        # worker pools, in process groups of their own, go on labelling
+        child.kill()
         child.wait()
     assert labelled_before >= 3, f"the campaign never reached labelling: {child.stderr.read().decode()[-2000:]}"
     state = json.loads((run_dir / "iter-000" / "state.json").read_text())
     assert "label" not in state["stages"], "the kill came too late: labelling had finished"
+    orphans = stale_processes(run_dir)
+    assert orphans, "the killed driver's workers should still be running"
 
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # Parsl workers unpickle SlowVashishta
     before = {row.fingerprint: row.energy for row in LabelStore(store_path).rows(origin="bootstrap")}
     summary = resume_campaign(run_dir, reference=SlowVashishta.vashishta_sio2())
     assert summary["iterations"] == 1
+    assert not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid in orphans), \
+        "the resumed driver must stop what the dead one left running before it starts"
+    assert stale_processes(run_dir) == []
     store = LabelStore(store_path)
     no_duplicate_labels(store)
     after = {row.fingerprint: row.energy for row in store.rows(origin="bootstrap")}

@@ -153,3 +153,59 @@ def test_a_frozen_radius_beyond_the_carving_radius_is_refused():
     with pytest.raises(ConfigError) as err:
         load_campaign_config({**raw, "label": {"carve_radius": 4.0, "carve_frozen_radius": 4.5}})
     assert "label.carve_frozen_radius" in str(err.value) and "at most the carving radius" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input through `alcgap run`: refused in seconds, naming the field and the fix, writing nothing
+
+def _too_close_structure(path):
+    from ase.io import write
+
+    from alcgap.structures import beta_cristobalite
+
+    atoms = beta_cristobalite()
+    atoms.positions[1] = atoms.positions[0] + [0.2, 0.0, 0.0]
+    write(path, atoms)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("yaml", ["not valid YAML", "line 4", "column 11"]),
+        ({"distances": {"flag": {"Si-O": -1.3}}}, ["distances.flag", "'Si-O'", "0 < d"]),
+        ({"distances": {"flag": {"Si-O": 1.3, "O-Si": 1.4}}}, ["distances.flag", "same pair"]),
+        ("too_close", ["data.structure", "far too close", "0.200 A"]),
+        ({"reference": {"kind": "cp2k", "basis_set": "NO-SUCH-BASIS"}}, ["reference.basis_set", "'NO-SUCH-BASIS'"]),
+        ("site", ["provider", "type"]),
+    ],
+    ids=["yaml", "negative-flag", "duplicate-pair", "overlapping-start", "cp2k-basis", "site-provider"],
+)
+def test_bad_campaign_input_is_refused_before_any_file(tmp_path, capsys, case, words):
+    import shutil
+
+    import yaml
+
+    from alcgap.cli import main
+
+    path, site = tmp_path / "campaign.yaml", "local"
+    base = {"species": ["Si", "O"], "reference": {"kind": "lammps"}}
+    if case == "yaml":
+        path.write_text("species: [Si, O]\nreference:\n  kind lammps\n  walltime: 10\n")
+    elif case == "too_close":
+        path.write_text(yaml.safe_dump({**base, "data": {"structure": _too_close_structure(tmp_path / "start.xyz")}}))
+    elif case == "site":
+        path.write_text(yaml.safe_dump(base))
+        site = str(tmp_path / "site.yaml")
+        (tmp_path / "site.yaml").write_text("executors:\n  serial:\n    provider: {type: nosuch}\n")
+    else:
+        if "reference" in case and shutil.which("cp2k.psmp") is None:
+            pytest.skip("cp2k.psmp not on PATH (Debian: apt-get install cp2k)")
+        path.write_text(yaml.safe_dump({**base, **case}))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--site", site, "--run-dir", str(run_dir)]) == 2
+    message = capsys.readouterr().err
+    for word in words:
+        assert word in message, message
+    assert "Traceback" not in message
+    assert not run_dir.exists()  # nothing written

@@ -177,12 +177,21 @@ def test_monitor_flags_a_planted_short_pair_without_stopping():
 @pytest.mark.integration
 def test_driver_writes_the_flagged_frame(tmp_path):
     atoms = _planted_oo_pair(192, 0.6)
+    # a killed attempt's folder, and outputs of an earlier attempt: neither may mix into this one
+    killed = tmp_path / ".attempt-killed"
+    killed.mkdir()
+    ase.io.write(killed / "trajectory.xyz", atoms)
+    ase.io.write(tmp_path / "trajectory.xyz", [atoms] * 5)
     result = run_md(atoms, ForceField.classical(vashishta_sio2_commands(), SPECIES), [nvt(10, 300.0)], timestep=0.1,
                     sample_every=10, monitor=MonitorSettings(every=5, min_distance=MINIMA), output_dir=tmp_path)
     first = ase.io.read(tmp_path / "flagged.xyz", index=0)
     assert first.info["md_step"] == 0 and "short pair O-O 0.600 A" in first.info["flag_reasons"]
     assert first.info["min_distance"] == pytest.approx(0.6, abs=1e-6)
     assert result.n_flagged >= 1 and result.min_distances["O-O"] == pytest.approx(0.6, abs=1e-6)
+    # the attempt was promoted whole: its own frame (step 10; 10 steps sampled every 10), nothing older
+    assert [a.info["md_step"] for a in ase.io.read(tmp_path / "trajectory.xyz", index=":")] == [10]
+    assert not list(tmp_path.glob(".attempt-*")) and (tmp_path / "result.json").exists()
+    assert result.output_dir == str(tmp_path.resolve())
 
 
 @pytest.mark.integration
@@ -267,3 +276,73 @@ def test_protocols_and_cells():
     assert segment.ensemble == "nve" and segment.t_end == 1500.0
     with pytest.raises(ValueError):
         ForceField(species=SPECIES)  # neither pair_commands nor xml
+
+
+def _checkpointed_task(folder: Path, start: Path) -> Path:
+    task = MDTask(structure=str(start), size_factor=2,
+                  force_field=ForceField.classical(vashishta_sio2_commands(), SPECIES),
+                  protocol=[nvt(1500, 300.0, 2500.0), nvt(1500, 2500.0)], timestep=1.0, seed=11, sample_every=50,
+                  monitor=MonitorSettings(every=25, min_distance={"Si-O": 1.6, "O-O": 2.4, "Si-Si": 2.9}),
+                  output_dir=str(folder), checkpoint_every=250)
+    folder.mkdir(parents=True)
+    return task.write(folder / "task.json")
+
+
+def _frames(folder: Path) -> list:
+    return ase.io.read(folder / "trajectory.xyz", index=":")
+
+
+def _kill_after_checkpoint(command: list[str], folder: Path, step: int) -> int:
+    """Run ``command``; SIGKILL it once its checkpoint has passed ``step``; the checkpoint's step."""
+    import time
+
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    latest = folder / "checkpoint" / "latest.json"
+    try:
+        while child.poll() is None:
+            if latest.exists() and json.loads(latest.read_text())["step"] >= step:
+                break
+            time.sleep(0.02)
+    finally:
+        child.kill()
+        child.wait()
+    assert not (folder / "result.json").exists(), f"the run ended before the kill: {child.stderr.read().decode()[-800:]}"
+    return json.loads(latest.read_text())["step"]
+
+
+@pytest.mark.integration
+def test_an_md_task_killed_mid_run_continues_from_its_checkpoint(tmp_path):
+    """A task SIGKILLed between checkpoints, run again: it continues from its last checkpoint
+    (not step 0), and its trajectory and monitors equal, frame by frame, those of a run that was
+    never killed; continued on two ranks instead of one, it is continuous (no frame twice or missing)."""
+    import sys
+
+    start = tmp_path / "start.xyz"
+    ase.io.write(start, beta_cristobalite())
+    whole, killed, other = (_checkpointed_task(tmp_path / name, start) for name in ("whole", "killed", "two-ranks"))
+    one_rank = lambda task: [sys.executable, "-m", "alcgap.md.task", str(task)]  # noqa: E731
+    subprocess.run(one_rank(whole), check=True, capture_output=True)
+    reference = _frames(whole.parent)
+    assert not (whole.parent / "checkpoint").exists()  # a finished run keeps no checkpoint
+
+    at = _kill_after_checkpoint(one_rank(killed), killed.parent, 1250)  # in the first segment or the second
+    assert not (killed.parent / "trajectory.xyz").exists()  # the killed attempt's files never showed
+    subprocess.run(one_rank(killed), check=True, capture_output=True)
+    result = json.loads((killed.parent / "result.json").read_text())
+    assert result["resumed_from_step"] == at and 0 < at < 3000 and result["steps_done"] == 3000
+    frames = _frames(killed.parent)
+    assert [a.info["md_step"] for a in frames] == [a.info["md_step"] for a in reference] == list(range(50, 3001, 50))
+    shift = max(np.abs(a.positions - b.positions).max() for a, b in zip(frames, reference))
+    assert shift < 1e-6, f"the continued run left the uninterrupted one by {shift:.2e} A"
+    monitored = [json.loads(line)["step"] for line in (killed.parent / "monitor.jsonl").read_text().splitlines()]
+    assert monitored == list(range(0, 3001, 25))
+    whole_result = json.loads((whole.parent / "result.json").read_text())
+    for key in ("n_flagged", "n_monitored", "n_frames", "first_clustered_step"):
+        assert result[key] == whole_result[key], key
+    assert result["min_distances"] == pytest.approx(whole_result["min_distances"], rel=1e-9)  # round-off: re-sorted
+
+    at = _kill_after_checkpoint(one_rank(other), other.parent, 1250)
+    subprocess.run(mpiexec_command(other, 2), check=True, capture_output=True)
+    result = json.loads((other.parent / "result.json").read_text())
+    assert result["n_ranks"] == 2 and result["resumed_from_step"] == at
+    assert [a.info["md_step"] for a in _frames(other.parent)] == list(range(50, 3001, 50))

@@ -108,8 +108,11 @@ def test_shipped_sites_are_the_documented_ones():
 
 def test_local_site_is_sized_to_the_machine(tmp_path):
     site = load_site("local", tmp_path, cpu_count=6)
-    # small cells: one rank per MD or CP2K task, as many tasks as cores; fits take every core
-    assert site.tasks.md.ranks == 1 and site.tasks.md.max_concurrent == 6 and site.tasks.fit.threads == 6
+    # small cells: one rank per MD or CP2K task, as many tasks as cores; a cell of 200 atoms or
+    # more (the demo's 10x run, which runs alone once the 1x runs are done) takes two; fits take every core
+    assert site.tasks.md.ranks_for(24) == 1 and site.tasks.md.ranks_for(240) == 2
+    # auto concurrency holds for the largest cells: 6 cores / 2 ranks
+    assert site.tasks.md.max_concurrent == 3 and site.tasks.fit.threads == 6
     nodefile = tmp_path / "parsl" / "mpi-nodefile"
     assert nodefile.read_text().split() == ["localhost"] * site.spec.executors.mpi.max_workers_per_block
     mpi_provider = site.config.executors[1].provider

@@ -401,7 +401,9 @@ def _html(run: Path, records: list[IterationRecord], summary: Any, sections: lis
     ]
     if records:
         parts += ["<h2>iterations</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>",
-                  *rows, "</table><p>* judged by this report from the trajectory's last frames</p>"]
+                  *rows, "</table>"]
+        if any(r.judged_by_report for r in records):  # a run without the campaign's own verdict
+            parts.append("<p>* judged by this report from the trajectory's last frames</p>")
     else:
         parts.append("<p>No iteration directories (iter-NNN) yet.</p>")
     if any(r.learning.get("decision") for r in records):

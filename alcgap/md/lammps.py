@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -75,6 +76,8 @@ class MDResult:
     final_thermo: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     output_dir: str | None = None
+    #: the checkpoint step this attempt continued from (None: it ran from step 0)
+    resumed_from_step: int | None = None
     frames: list[Atoms] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
@@ -166,6 +169,8 @@ class _Run:
         self.writer = workdir is not None and comm.rank == 0
         self.monitor, self.keep_frames = monitor, keep_frames
         self.input_lines: list[str] = []
+        #: (folder, every N steps, run signature) when the run writes checkpoints
+        self.checkpoints: tuple[Path, int, str] | None = None
         #: wall time inside LAMMPS "run" commands (MD steps) and in frames + monitors (s)
         self.clock = {"run_s": 0.0, "run_cpu_s": 0.0, "observe_s": 0.0}
 
@@ -238,6 +243,7 @@ def run_md(
     keep_frames: bool = False,
     velocities: bool = False,
     charges: dict[str, float] | None = None,
+    checkpoint_every: int | None = None,
     comm=None,
 ) -> MDResult:
     """Run ``segments`` from ``atoms`` (velocities drawn at the first segment's ``t_start`` with
@@ -248,6 +254,11 @@ def run_md(
     Collective over ``comm`` (default MPI.COMM_WORLD): every rank calls it with the same
     arguments. A run stops early -- and says why -- when a monitor sees a collapse or non-finite
     energies, or LAMMPS stops with an error (lost atoms, a pair inside the aux table).
+
+    ``checkpoint_every`` (steps, with ``output_dir``): a checkpoint every that many steps in
+    ``output_dir/checkpoint/`` (see :func:`write_checkpoint`); a run started again with the same
+    arguments continues from the last one, on any number of ranks, and its files continue
+    without a repeated or a missing frame.
     """
     lammps_class()  # libmpi (MPICH ABI) loaded before mpi4py picks one
     from mpi4py import MPI
@@ -259,12 +270,23 @@ def run_md(
         temporary = tempfile.mkdtemp(prefix="alcgap-md-") if comm.rank == 0 else None
         workdir = Path(comm.bcast(temporary, root=0))
     else:
-        workdir = Path(output_dir).resolve()
+        # this attempt writes into a folder of its own and is promoted into output_dir when it
+        # ends (promote_attempt), so two attempts (a stale worker's and a resumed one's) never
+        # write into one file; a killed attempt leaves only its hidden folder, no result.json
+        final = Path(output_dir).resolve()
+        attempt = None
         if comm.rank == 0:
-            workdir.mkdir(parents=True, exist_ok=True)
-            for name in ("trajectory.xyz", "flagged.xyz", "monitor.jsonl", "result.json"):
-                (workdir / name).unlink(missing_ok=True)
-        comm.Barrier()
+            final.mkdir(parents=True, exist_ok=True)
+            for name in OUTPUTS:
+                (final / name).unlink(missing_ok=True)
+            for old in final.glob(".attempt-*"):  # of attempts that were killed
+                shutil.rmtree(old, ignore_errors=True)
+            attempt = tempfile.mkdtemp(prefix=".attempt-", dir=final)
+        workdir = Path(comm.bcast(attempt, root=0))
+    signature = run_signature(atoms, force_field, segments, timestep, seed, sample_every, monitor, charges)
+    resume = None
+    if output_dir is not None and checkpoint_every:
+        resume = comm.bcast(load_checkpoint(final / CHECKPOINTS, signature, workdir) if comm.rank == 0 else None, root=0)
     species = list(force_field.species)
     if charges is not None:
         missing = set(atoms.get_chemical_symbols()) - set(charges)
@@ -275,15 +297,25 @@ def run_md(
             raise ValueError(f"charges {charges}: the cell carries a net charge of {net:+.6g} e; a periodic cell must be neutral")
     lmp = open_lammps(log_file=workdir / "log.lammps" if output_dir is not None else None, comm=comm)
     result = MDResult(force_backend="", n_atoms=len(atoms), n_ranks=comm.size, steps_requested=total_steps(segments),
-                      output_dir=str(workdir) if output_dir is not None else None)
+                      output_dir=str(final) if output_dir is not None else None)
     try:
         backend = make_backend(force_field, lmp, comm, workdir)
         result.force_backend = backend.name
         run = _Run(lmp, backend, species, comm, workdir if output_dir is not None else None,
                    Monitor(monitor) if monitor else None, keep_frames)
+        if output_dir is not None and checkpoint_every:
+            run.checkpoints = (final / CHECKPOINTS, int(checkpoint_every), signature)
+        if resume is not None:
+            restore_result(result, resume)
         _integrate(run, atoms, segments, timestep=timestep, seed=seed, sample_every=sample_every,
-                   thermo_every=thermo_every or sample_every, result=result, velocities=velocities, charges=charges)
+                   thermo_every=thermo_every or sample_every, result=result, velocities=velocities, charges=charges,
+                   resume=resume)
         result.timings = {key: round(value, 6) for key, value in {**run.clock, **backend.timings()}.items()}
+    except BaseException:
+        if output_dir is not None and comm.rank == 0:  # what it wrote up to the failure stays readable
+            lmp.close()
+            promote_attempt(workdir, final)
+        raise
     finally:
         lmp.close()
         if temporary is not None:
@@ -292,33 +324,147 @@ def run_md(
     result.seconds_per_step = result.wall_time_s / max(1, result.steps_done)
     if output_dir is not None and comm.rank == 0:
         result.write(workdir / "result.json")
+        promote_attempt(workdir, final)
+        shutil.rmtree(final / CHECKPOINTS, ignore_errors=True)  # the run ended: nothing to continue
     return result
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+#: checkpoints of a run, inside its output_dir: ``step-NNNNNNNNN/`` folders and ``latest.json``
+CHECKPOINTS = "checkpoint"
+#: the files a checkpoint keeps besides LAMMPS' restart: what the run wrote up to its step
+_KEPT = ("trajectory.xyz", "flagged.xyz", "monitor.jsonl", "start.data", "aux.table")
+#: MDResult fields that describe the run so far (restored on resume); the rest is per attempt
+_RESUMED = ("steps_done", "n_frames", "n_flagged", "min_distances", "max_variance", "first_clustered_step",
+            "first_clustered", "n_clustered", "n_monitored", "n_flagged_atoms", "segment_temperatures",
+            "peak_temperature")
+
+
+def run_signature(atoms, force_field, segments, timestep, seed, sample_every, monitor, charges) -> str:
+    """What makes two runs the same run: a checkpoint of another one is never continued."""
+    import hashlib
+
+    def portable(value):  # the same run after its run directory moved: file names, not paths
+        if hasattr(value, "model_dump"):
+            value = value.model_dump(mode="json")
+        if isinstance(value, dict):
+            return {key: portable(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [portable(item) for item in value]
+        return Path(value).name if isinstance(value, str) and os.sep in value else value
+
+    xml = getattr(force_field, "xml", None)
+    model = Path(xml).stat().st_size if xml and Path(xml).exists() else None
+    data = {"symbols": atoms.get_chemical_symbols(), "positions": np.round(atoms.positions, 8).tolist(),
+            "cell": np.round(atoms.cell.array, 8).tolist(), "force_field": portable(force_field), "model_bytes": model,
+            "segments": [repr(s) for s in segments], "timestep": timestep, "seed": seed,
+            "sample_every": sample_every, "monitor": portable(monitor), "charges": charges}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_checkpoint(run: "_Run", step: int, segment: int, result: MDResult) -> None:
+    """Collective. LAMMPS' ``write_restart`` (positions, velocities, box, the thermostat's and
+    barostat's own state) and the run's files up to ``step``, in a new ``step-N`` folder, then
+    ``latest.json`` pointing at it (an atomic rename: a kill leaves the previous checkpoint)."""
+    folder, _, signature = run.checkpoints
+    name = f"step-{step:09d}"
+    staging = folder / f".{name}"
+    if run.comm.rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    run.comm.Barrier()
+    run.lmp.command(f"write_restart {staging / 'restart.lmp'}")
+    if run.comm.rank == 0:
+        for kept in _KEPT:
+            if (run.workdir / kept).exists():
+                shutil.copy2(run.workdir / kept, staging / kept)
+        state = {"step": step, "segment": segment, "signature": signature,
+                 "result": {key: getattr(result, key) for key in _RESUMED}, "input_lines": run.input_lines}
+        (staging / "state.json").write_text(json.dumps(state, indent=1))
+        shutil.rmtree(folder / name, ignore_errors=True)
+        os.replace(staging, folder / name)
+        pointer = folder / ".latest.json"
+        pointer.write_text(json.dumps({"checkpoint": name, "step": step}))
+        os.replace(pointer, folder / "latest.json")
+        for old in folder.glob("step-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+    run.comm.Barrier()
+
+
+def load_checkpoint(folder: Path, signature: str, attempt: Path) -> dict | None:
+    """Rank 0: the last checkpoint of this run (None: none, or one of another run), its files
+    copied into the new attempt's folder."""
+    try:
+        latest = json.loads((folder / "latest.json").read_text())
+        where = folder / latest["checkpoint"]
+        state = json.loads((where / "state.json").read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    if state.get("signature") != signature or not (where / "restart.lmp").exists():
+        return None
+    for kept in _KEPT:
+        if (where / kept).exists():
+            shutil.copy2(where / kept, attempt / kept)
+    return {**state, "restart": str(where / "restart.lmp")}
+
+
+def restore_result(result: MDResult, resume: dict) -> None:
+    for key, value in resume["result"].items():
+        setattr(result, key, value)
+    result.resumed_from_step = resume["step"]
+
+
+#: the files of a run in output_dir; result.json is promoted last: once it is there, the rest is
+OUTPUTS = ("in.lammps", "start.data", "log.lammps", "aux.table", "trajectory.xyz", "flagged.xyz", "monitor.jsonl",
+           "result.json")
+
+
+def promote_attempt(attempt: Path, final: Path) -> None:
+    """Move an attempt's files into ``final`` (each an atomic rename, ``result.json`` last) and
+    remove the attempt's folder."""
+    if not attempt.is_dir():
+        return
+    names = sorted((p.name for p in attempt.iterdir()), key=lambda name: name == "result.json")
+    for name in names:
+        os.replace(attempt / name, final / name)
+    shutil.rmtree(attempt, ignore_errors=True)
 
 
 def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep: float, seed: int,
                sample_every: int, thermo_every: int, result: MDResult, velocities: bool = False,
-               charges: dict[str, float] | None = None) -> None:
+               charges: dict[str, float] | None = None, resume: dict | None = None) -> None:
     from lammps.core import MPIAbortException
 
     lmp, comm = run.lmp, run.comm
     atom_style = "atomic" if charges is None else "charge"
-    for line in setup_commands(atoms, run.species, atom_style):
-        lmp.command(line)
-    create_atoms(lmp, atoms, run.species)
-    for i, symbol in enumerate(run.species, start=1):
-        if charges is not None and symbol in charges:
-            lmp.command(f"set type {i} charge {charges[symbol]}")  # start.data keeps them
-    if run.workdir is not None:
-        lmp.command(f"write_data {run.workdir / 'start.data'} nocoeff")
-    # in.lammps reads the atoms back from start.data, so a user can rerun it by hand
-    run.input_lines += [line for line in setup_commands(atoms, run.species, atom_style)[:4]] + ["read_data start.data"]
+    if resume is not None:
+        # positions, velocities, box, masses, charges and the thermostat's state; atom sorting is
+        # not in a restart file and would reorder the per-rank atoms (and the force sums)
+        lmp.command(f"read_restart {resume['restart']}")
+        lmp.command("atom_modify sort 0 0.0")
+        run.input_lines = list(resume["input_lines"]) + [f"# continued at step {resume['step']} from {resume['restart']}"]
+    else:
+        for line in setup_commands(atoms, run.species, atom_style):
+            lmp.command(line)
+        create_atoms(lmp, atoms, run.species)
+        for i, symbol in enumerate(run.species, start=1):
+            if charges is not None and symbol in charges:
+                lmp.command(f"set type {i} charge {charges[symbol]}")  # start.data keeps them
+        if run.workdir is not None:
+            lmp.command(f"write_data {run.workdir / 'start.data'} nocoeff")
+        # in.lammps reads the atoms back from start.data, so a user can rerun it by hand
+        run.input_lines += [line for line in setup_commands(atoms, run.species, atom_style)[:4]] + ["read_data start.data"]
     for line in run.backend.input_lines():
         run.command(line)
     run.backend.attach(lmp, run.species)
     every = run.monitor.settings.every if run.monitor else None
     run.backend.set_variance_steps(lambda s: bool(every and s % every == 0) or s % sample_every == 0)
     run.command(f"timestep {timestep / 1000.0}")
-    if velocities:
+    if resume is not None:
+        pass  # the restart holds the velocities
+    elif velocities:
         from ase.calculators.lammps import Prism
 
         # ASE velocity units -> A/ps (metal), rotated into LAMMPS' frame like the positions
@@ -328,19 +474,29 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
         run.command(f"velocity all create {segments[0].t_start} {seed} dist gaussian mom yes rot no")
     run.command(f"thermo_style custom {THERMO}")
     run.command(f"thermo {thermo_every}")
-    step = target = 0
+    step = target = resume["step"] if resume is not None else 0
+    checkpoint_every = run.checkpoints[1] if run.checkpoints else None
+    last = total_steps(segments)
     try:
-        run.command("run 0 post no")
-        run.backend.check()
-        if run.monitor and _observe(run, 0, sample=False, monitored=True, result=result, segment=None):
-            return
+        if resume is None:
+            run.command("run 0 post no")
+            run.backend.check()
+            if run.monitor and _observe(run, 0, sample=False, monitored=True, result=result, segment=None):
+                return
+        begin = 0
         for index, segment in enumerate(segments):
+            start, stop = begin, begin + segment.steps
+            begin = stop
+            if stop <= step:
+                continue  # done before the checkpoint this run continues from
+            # the same fix ID and style after read_restart takes back its saved state
             run.command(ensemble_fix(segment, timestep))
-            start, stop = step, step + segment.steps
+            first = True
             while step < stop:
-                target = _next_stop(step, stop, sample_every, every)
+                target = _next_stop(step, stop, sample_every, every, checkpoint_every)
                 # setup (pre yes) is needed on the first run after a fix changes; skipping it segfaults
-                pre = "yes" if step == start else "no"
+                pre = "yes" if first else "no"
+                first = False
                 tick, tick_cpu = time.perf_counter(), time.process_time()
                 run.command(f"run {target - step} start {start} stop {stop} pre {pre} post no")
                 run.clock["run_s"] += time.perf_counter() - tick
@@ -350,6 +506,8 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
                 sample, monitored = step % sample_every == 0, bool(every) and step % every == 0
                 if (sample or monitored) and _observe(run, step, sample, monitored, result, (index, segment, step - start)):
                     return
+                if checkpoint_every and step % checkpoint_every == 0 and step < last:
+                    write_checkpoint(run, step, index, result)
             run.command("unfix alcgap_md")
         result.final_thermo = run.thermo()
     except MPIAbortException as err:
@@ -357,8 +515,10 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
         # wait in a collective forever, so this rank reports and aborts the whole job
         result.stopped_early, result.stop_reason = True, f"LAMMPS error in steps {step}-{target}: {err.message}"
         if comm.size > 1:
-            if result.output_dir:
-                Path(result.output_dir, "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+            if result.output_dir and run.workdir is not None:
+                # this rank alone knows: it promotes the attempt (rank 0's open files move with it)
+                (run.workdir / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+                promote_attempt(run.workdir, Path(result.output_dir))
             comm.Abort(3)
     except Exception as err:  # LAMMPS errors seen by all ranks, e.g. "Lost atoms"
         if type(err) is not Exception:

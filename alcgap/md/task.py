@@ -61,6 +61,8 @@ class MDTask(BaseModel):
     thermo_every: int | None = Field(None, ge=1)
     monitor: MonitorSettings | None = None
     output_dir: str = "."
+    #: a checkpoint every this many steps (None: none); a task run again continues from its last
+    checkpoint_every: int | None = Field(None, ge=1)
 
     def write(self, path) -> Path:
         path = Path(path)
@@ -111,6 +113,7 @@ def run_task(task: MDTask):
         thermo_every=task.thermo_every,
         monitor=task.monitor,
         output_dir=task.output_dir,
+        checkpoint_every=task.checkpoint_every,
     )
 
 

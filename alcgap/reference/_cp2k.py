@@ -184,6 +184,26 @@ class Cp2kSettings(BaseModel):
         path = Path(name)
         return path if path.is_absolute() else Path(self.data_dir) / path
 
+    def check_species(self, species: list[str] | tuple[str, ...]) -> None:
+        """Refuse species this reference cannot label: not elements, or (DFT) without an entry
+        of ``basis_set`` / ``pseudopotential`` in the library files. The messages name the field."""
+        for symbol in species:
+            if symbol not in atomic_numbers or symbol == "X":
+                raise ValueError(f"species: {symbol!r} is not a chemical element symbol")
+        if self.method != "dft":
+            return
+        for field_name, wanted, file_field in (("basis_set", self.basis_set, "basis_file"),
+                                               ("pseudopotential", self.pseudopotential, "potential_file")):
+            path = self.data_path(getattr(self, file_field))
+            available = read_library_names(path)
+            for symbol in species:
+                if wanted.upper() not in available.get(symbol, set()):
+                    names = sorted(available.get(symbol, set()))
+                    choice = (f"names for {symbol} there: {', '.join(names[:12])}" if names
+                              else f"the file has no entry for {symbol}")
+                    raise ValueError(f"reference.{field_name}: {wanted!r} for {symbol} is not in {path} ({choice}); "
+                                     f"change reference.{field_name} or reference.{file_field}")
+
     def label_settings(self) -> dict[str, Any]:
         """The settings that change a label: not where or how CP2K runs (launcher, threads, walltime)."""
         # nor how failures are recovered: a recovered label records its rung in label.info
@@ -726,22 +746,21 @@ class Cp2kReference(Reference):
     def __init__(self, settings: Cp2kSettings, species: list[str] | tuple[str, ...], workdir: str | Path | None = None):
         self.config = settings
         self.species = list(species)
-        for symbol in self.species:
-            if symbol not in atomic_numbers or symbol == "X":
-                raise ValueError(f"species: {symbol!r} is not a chemical element symbol")
-        if settings.method == "dft":
-            self._check_library("basis_set", settings.basis_set, settings.data_path(settings.basis_file), "basis_file")
-            self._check_library("pseudopotential", settings.pseudopotential, settings.data_path(settings.potential_file), "potential_file")
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="alcgap-cp2k-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        settings.check_species(self.species)
+        self._workdir = Path(workdir) if workdir is not None else None
 
-    def _check_library(self, field_name: str, wanted: str, path: Path, file_field: str) -> None:
-        available = read_library_names(path)
-        for symbol in self.species:
-            if wanted.upper() not in available.get(symbol, set()):
-                names = sorted(available.get(symbol, set()))
-                choice = f"names for {symbol} there: {', '.join(names[:12])}" if names else f"the file has no entry for {symbol}"
-                raise ValueError(f"{field_name}: {wanted!r} for {symbol} is not in {path} ({choice}); change {field_name} or {file_field}")
+    @property
+    def workdir(self) -> Path:
+        """Where calculations keep their folders; made at the first calculation, not before
+        (a reference built to check a config writes nothing)."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="alcgap-cp2k-"))
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        return self._workdir
+
+    @workdir.setter
+    def workdir(self, value: str | Path) -> None:
+        self._workdir = Path(value)
 
     def settings(self) -> dict[str, Any]:
         return {**self.config.label_settings(), "species": self.species}

@@ -350,6 +350,7 @@ def write_md_task(config: dict, xml: str, seed: int, temperature: float, size: i
         sample_every=explore.monitor_every * 5,
         monitor=monitor,
         output_dir=str(out.resolve()),
+        checkpoint_every=explore.checkpoint_every,
     )
     return str(task.write(out / "task.json"))
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,7 +26,7 @@ import yaml
 from ase import Atoms
 from rich.console import Console
 
-from alcgap.config import CampaignConfig, ConfigError, load_campaign_config
+from alcgap.config import CampaignConfig, ConfigError, load_campaign_config, read_yaml
 from alcgap.distances import OWN_BOOTSTRAP_MARGIN, STAND_IN_BOOTSTRAP_MARGIN
 from alcgap.reference import Label, LabelStatus, Reference, isolated, make_reference, vashishta_sio2_commands
 from alcgap.reference.contacts import default_contact_limits, too_close_pairs
@@ -33,7 +34,9 @@ from alcgap.store import LabelStore, Provenance, fingerprint
 from alcgap.structures import pair_name
 from alcgap.workflow import apps
 from alcgap.workflow.explore import FALLBACK, LEFTOVER, Exploration, ExploreTask, md_summary
-from alcgap.workflow.state import IterationState, iteration_dir, read_frames, write_frames_atomic, write_json_atomic
+from alcgap.workflow.lock import RunLock
+from alcgap.workflow.state import (IterationState, iteration_dir, read_frames, write_atomic, write_frames_atomic,
+                                   write_json_atomic)
 from alcgap.workflow.stop import Judgement, StopDecision, decide, gates
 
 console = Console(stderr=True)
@@ -168,11 +171,18 @@ class Campaign:
 
     def __init__(self, config: CampaignConfig | str | os.PathLike | dict, run_dir: str | os.PathLike, *,
                  site=None, reference: Reference | None = None, select_fn: SelectFn | None = None):
+        from alcgap.sites import check_site
+
         self.config = config if isinstance(config, CampaignConfig) else load_campaign_config(config)
-        self.run_dir = Path(run_dir)
+        # absolute, so that workers started elsewhere find it; checkpoints keep paths relative to it
+        self.run_dir = Path(run_dir).absolute()
         self.site_source = site
-        # everything that can be wrong is found here, before any work starts
-        self.reference = reference or make_reference(self.config.reference, self.config.species)
+        # everything that can be wrong is found here, before any work starts or any file is written
+        check_site(site or "local")
+        try:
+            self.reference = reference or make_reference(self.config.reference, self.config.species)
+        except ValueError as err:  # a check that needs the species and the machine (CP2K's libraries)
+            raise ConfigError(str(err)) from None
         self.select_fn = select_fn
         self.settings_hash = self.reference.settings_hash()
         self._in_flight: set[str] = set()
@@ -180,10 +190,13 @@ class Campaign:
     # -- set-up --------------------------------------------------------------------------------
 
     def _freeze_config(self) -> None:
-        frozen = self.run_dir / "campaign.yaml"
+        frozen, record = self.run_dir / "campaign.yaml", self.run_dir / "campaign.json"
         current = self.config.model_dump(mode="json")
         if frozen.exists():
-            before = yaml.safe_load(frozen.read_text())
+            # what the campaign ran with is the record's copy: campaign.yaml is for people, and an
+            # edit of it is checked here like any other config
+            recorded = json.loads(record.read_text()).get("config") if record.exists() else None
+            before = recorded if recorded is not None else yaml.safe_load(frozen.read_text())
             try:  # in today's layout (a frozen file of an older layout compares by what it means)
                 before_config = CampaignConfig.model_validate(before)
             except ValueError:
@@ -201,8 +214,8 @@ class Campaign:
                 console.log("resuming with changes that do not change a label (recorded in campaign.yaml): "
                             + "; ".join(harmless))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.run_dir / "campaign.json", {"settings_hash": self.settings_hash, "reference": self.reference.name})
-        (self.run_dir / "campaign.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
+        write_json_atomic(record, {"settings_hash": self.settings_hash, "reference": self.reference.name, "config": current})
+        write_atomic(frozen, yaml.safe_dump(current, sort_keys=False))
 
     def _start_parsl(self):
         import parsl
@@ -221,26 +234,37 @@ class Campaign:
     # -- running -------------------------------------------------------------------------------
 
     def run(self) -> dict:
-        """Run (or resume) to the stopping rule; return the campaign summary."""
-        self._freeze_config()
-        self.store = LabelStore(self.run_dir / "data.db")
-        self.store.register_settings(self.reference.name, self.settings_hash, self.reference.settings())
-        self._start_parsl()
-        logging.basicConfig(filename=self.run_dir / "campaign.log", level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(message)s")
-        try:
-            self._bootstrap()
-            decision = StopDecision(False, "continue", "")
-            iteration = 0
-            while not decision.stop:
-                iteration += 1
-                decision = self._iteration(iteration)
-            summary = self._summary(iteration, decision)
-        finally:
-            import parsl
+        """Run (or resume) to the stopping rule; return the campaign summary.
 
-            self.dfk.cleanup()
-            parsl.clear()
+        One driver per run directory (:class:`~alcgap.workflow.lock.RunLock`): a second one is
+        refused, and what a dead driver left running on this host is stopped first. SIGTERM (a
+        batch job's walltime, ``kill``) ends the driver through its clean-up, which stops Parsl's
+        workers; the checkpoints keep what finished."""
+        with RunLock(self.run_dir) as lock:
+            if lock.stopped:
+                console.log(f"stopped {len(lock.stopped)} process(es) a dead driver of {self.run_dir} left running")
+            self._freeze_config()
+            self.store = LabelStore(self.run_dir / "data.db")
+            self.store.register_settings(self.reference.name, self.settings_hash, self.reference.settings())
+            self._start_parsl()
+            logging.basicConfig(filename=self.run_dir / "campaign.log", level=logging.INFO,
+                                format="%(asctime)s %(levelname)s %(message)s")
+            previous = _exit_on_sigterm()
+            try:
+                self._bootstrap()
+                decision = StopDecision(False, "continue", "")
+                iteration = 0
+                while not decision.stop:
+                    iteration += 1
+                    decision = self._iteration(iteration)
+                summary = self._summary(iteration, decision)
+            finally:
+                import parsl
+
+                self.dfk.cleanup()
+                parsl.clear()
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
         return summary
 
     def _stage(self, state: IterationState, name: str, work: Callable[[], dict]) -> dict:
@@ -436,8 +460,18 @@ class Campaign:
 
         fitted = self._stage(state, "fit", fit)
         self._stage(state, "explore_select_label", lambda: self._explore(state, fitted))
+        replayed = state.done("judge")
         judged = self._stage(state, "judge", lambda: self._judge(state, fitted))
         decision = StopDecision(**judged["decision"])
+        if replayed and "judgement" in judged:
+            # the stop rule is a pure function of what the iteration showed and of today's stop
+            # and judge settings: a campaign stopped by stop.max_iterations goes on when it is raised
+            now = decide(Judgement(**judged["judgement"]), self.config)
+            if now != decision:
+                console.log(f"iteration {iteration}: stopped by {decision.rule} when it ran; with today's settings "
+                            f"the stop rule says [bold]{now.rule}[/]")
+                log.info("iteration %d: decision %s replaced by %s (settings changed)", iteration, decision, now)
+                decision = now
         console.log(f"iteration {iteration}: [bold]{decision.rule}[/] {decision.why}")
         return decision
 
@@ -582,7 +616,7 @@ class Campaign:
                         + (f"; the previous model on them: {figures(prospective['previous_model'])}"
                            if "previous_model" in prospective else "")
                         + f"; variance-error Spearman {correlation['spearman']}")
-        return {"decision": decision.as_dict(), "verdicts": verdicts}
+        return {"decision": decision.as_dict(), "verdicts": verdicts, "judgement": asdict(judgement)}
 
     def _summary(self, last: int, decision: StopDecision) -> dict:
         target = self.config.judge.target_size
@@ -595,14 +629,34 @@ class Campaign:
         return summary
 
 
+def _exit_on_sigterm():
+    """Make SIGTERM raise SystemExit in the driver (main thread only), so that ``finally`` blocks
+    run; return the handler it replaced (None when not in the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def run_campaign(config, run_dir, *, site=None, reference=None, select_fn=None) -> dict:
     """Run (or resume) a campaign: the Python API behind ``alcgap run``."""
     return Campaign(config, run_dir, site=site, reference=reference, select_fn=select_fn).run()
 
 
-def resume_campaign(run_dir, *, site=None, reference=None, select_fn=None) -> dict:
-    """Continue a stopped or killed campaign from its checkpoints, with its frozen config."""
+def resume_campaign(run_dir, *, site=None, reference=None, select_fn=None, stop: dict | None = None) -> dict:
+    """Continue a stopped or killed campaign from its checkpoints, with its frozen config.
+
+    ``stop`` raises (or lowers) its limits, e.g. ``{"max_iterations": 8}``: a campaign that
+    stopped at a limit goes on from its last finished iteration."""
     frozen = Path(run_dir) / "campaign.yaml"
     if not frozen.exists():
         raise ConfigError(f"{run_dir} holds no campaign (no campaign.yaml): start it with `alcgap run`")
-    return run_campaign(frozen, run_dir, site=site, reference=reference, select_fn=select_fn)
+    config = read_yaml(frozen, ConfigError) or {}
+    if stop:
+        config["stop"] = {**config.get("stop", {}), **stop}
+    return run_campaign(load_campaign_config(config), run_dir, site=site, reference=reference, select_fn=select_fn)

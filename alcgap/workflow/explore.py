@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from alcgap.workflow.state import write_json_atomic
+from alcgap.workflow.state import located, relocatable, write_json_atomic
 
 LEFTOVER, FALLBACK = "leftover", "fallback"
 
@@ -41,6 +41,32 @@ def quotas(tasks: list[ExploreTask], budget: int) -> dict[str, int]:
     return {task.id: budget // n + (1 if index < budget % n else 0) for index, task in enumerate(tasks)}
 
 
+#: what ended an MD task early, by the words of its stop reason or error (first match wins), and
+#: whose failure it is: the potential's (it let atoms collapse, or brought a pair inside the aux
+#: table's range), the integration's (a step too long for the forces: atoms lost, energies blown
+#: up), the software's (LAMMPS, QUIP or the task itself), or nobody's (killed, timed out, node lost)
+FAILURES = (
+    ("collapse", "potential", ("collapse:",)),
+    ("pair_inside_aux_table", "potential", ("table inner cutoff", "pair distance < table")),
+    ("lost_atoms", "integration", ("lost atoms", "out of range atoms")),
+    ("non_finite", "integration", ("non-finite", "non-numeric")),
+    ("lammps_error", "software", ("lammps error",)),
+    ("task_error", "software", ("traceback", "error")),
+)
+
+
+def classify_md_failure(reason: str | None, has_result: bool = True) -> tuple[str, str]:
+    """(kind, whose) of an MD task's early stop or failure; ("interrupted", "none") when it left no
+    ``result.json`` (killed, timed out, node lost)."""
+    if not has_result:
+        return "interrupted", "none"
+    text = (reason or "").lower()
+    for kind, whose, words in FAILURES:
+        if any(word in text for word in words):
+            return kind, whose
+    return "unknown", "software"
+
+
 def md_summary(folder: Path, task: ExploreTask) -> dict:
     """What one finished MD task showed, from its ``result.json``: the verdict over every
     monitored frame ("clean" | "clustered" | "failed"), the step it first went wrong, the
@@ -50,7 +76,9 @@ def md_summary(folder: Path, task: ExploreTask) -> dict:
     path = folder / "result.json"
     result = json.loads(path.read_text()) if path.exists() else {"failed": True, "error": "no result.json"}
     if result.get("failed"):
-        return {"verdict": "failed", "why": str(result.get("error", ""))[-500:], "first_bad_step": None, "size": task.size}
+        kind, whose = classify_md_failure(str(result.get("error", "")), path.exists())
+        return {"verdict": "failed", "why": str(result.get("error", ""))[-500:], "first_bad_step": None, "size": task.size,
+                "failure": kind, "failure_of": whose}
     reached = reached_temperature(result.get("segment_temperatures", []), task.temperature)
     summary = {"size": task.size, "steps_done": result["steps_done"], "steps_requested": result["steps_requested"],
                "n_monitored": result.get("n_monitored", 0), "n_flagged": result.get("n_flagged", 0),
@@ -61,8 +89,9 @@ def md_summary(folder: Path, task: ExploreTask) -> dict:
     if result.get("stopped_early"):
         step = result.get("first_clustered_step")
         stop_step = _step_of(result.get("stop_reason", ""), result["steps_done"])
+        kind, whose = classify_md_failure(result.get("stop_reason"))
         summary.update(verdict="clustered", why=f"stopped early: {result.get('stop_reason')}",
-                       first_bad_step=min(s for s in (step, stop_step) if s is not None))
+                       first_bad_step=min(s for s in (step, stop_step) if s is not None), failure=kind, failure_of=whose)
     elif result.get("first_clustered_step") is not None:
         summary.update(verdict="clustered", why=result.get("first_clustered"), first_bad_step=result["first_clustered_step"])
     else:
@@ -99,13 +128,15 @@ class Exploration:
             if saved["budget"] != budget or saved["tasks"] != [t.id for t in tasks]:
                 raise ValueError(f"{path}: this iteration started with budget {saved['budget']} and tasks "
                                  f"{saved['tasks']}; restore select.budget and explore settings to resume it")
+            saved = located(saved, state.path.parent.parent)
             state.md, state.picks = saved["md"], saved["picks"]
         return state
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"budget": self.budget, "tasks": [t.id for t in self.tasks], "quotas": self.quotas,
-                                      "md": self.md, "picks": self.picks,
-                                      "task_settings": [asdict(t) for t in self.tasks]})
+        write_json_atomic(self.path, relocatable({
+            "budget": self.budget, "tasks": [t.id for t in self.tasks], "quotas": self.quotas,
+            "md": self.md, "picks": self.picks, "task_settings": [asdict(t) for t in self.tasks]},
+            self.path.parent.parent))
 
     def record_md(self, task: ExploreTask, summary: dict) -> None:
         self.md[task.id] = summary

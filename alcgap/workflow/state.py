@@ -1,7 +1,8 @@
 """Checkpoints of a campaign: the run directory's ``state.json`` files, written atomically.
 
 Each iteration folder holds a ``state.json`` listing the stages that finished, with what they
-produced (paths relative to the run directory, figures). A stage is marked finished only after
+produced (paths inside the run directory written relative to it, ``@run/...``, so that the
+directory can move and resume; figures). A stage is marked finished only after
 its outputs are on disk, and every file is written to a temporary name and renamed, so a
 campaign killed at any moment leaves either the old or the new state, never a torn one.
 """
@@ -61,6 +62,34 @@ def read_frames(path: str | os.PathLike) -> list:
     return ase.io.read(path, index=":", format="extxyz")
 
 
+#: how a checkpoint writes a path inside the run directory: relative to it, behind this prefix,
+#: so that a run directory can move (another mount point, another login node) and resume
+RUN_PREFIX = "@run/"
+
+
+def relocatable(data: Any, run_dir: str | os.PathLike) -> Any:
+    """``data`` with every string that is a path inside ``run_dir`` written as ``@run/<relative>``."""
+    root = os.path.abspath(run_dir) + os.sep
+    if isinstance(data, dict):
+        return {key: relocatable(value, run_dir) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [relocatable(value, run_dir) for value in data]
+    if isinstance(data, str) and data.startswith(root):
+        return RUN_PREFIX + data[len(root):]
+    return data
+
+
+def located(data: Any, run_dir: str | os.PathLike) -> Any:
+    """The inverse of :func:`relocatable`, for the run directory where it is now."""
+    if isinstance(data, dict):
+        return {key: located(value, run_dir) for key, value in data.items()}
+    if isinstance(data, list):
+        return [located(value, run_dir) for value in data]
+    if isinstance(data, str) and data.startswith(RUN_PREFIX):
+        return os.path.join(os.path.abspath(run_dir), data[len(RUN_PREFIX):])
+    return data
+
+
 def iteration_dir(run_dir: str | os.PathLike, iteration: int) -> Path:
     return Path(run_dir) / f"iter-{iteration:03d}"
 
@@ -75,7 +104,7 @@ class IterationState:
         self.path = self.dir / "state.json"
         self.stages: dict[str, dict] = {}
         if self.path.exists():
-            self.stages = json.loads(self.path.read_text()).get("stages", {})
+            self.stages = located(json.loads(self.path.read_text()).get("stages", {}), self.run_dir)
 
     def done(self, stage: str) -> bool:
         return stage in self.stages
@@ -86,7 +115,7 @@ class IterationState:
     def finish(self, stage: str, **outputs) -> dict:
         """Mark a stage finished with its outputs (JSON-serialisable) and persist at once."""
         self.stages[stage] = outputs
-        write_json_atomic(self.path, {"iteration": self.iteration, "stages": self.stages})
+        write_json_atomic(self.path, {"iteration": self.iteration, "stages": relocatable(self.stages, self.run_dir)})
         return outputs
 
 

@@ -1,0 +1,74 @@
+"""One driver per run directory; what a dead driver left running is stopped, and nothing else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from alcgap.workflow.lock import RUN_MARKER, CampaignBusy, RunLock, stale_processes
+
+
+def _sleeper(env=None, cwd=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env, cwd=cwd,
+                            start_new_session=True)
+
+
+def test_a_second_driver_is_refused_naming_the_first(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from alcgap.workflow.lock import RunLock
+with RunLock({str(tmp_path)!r}):
+    print("held", flush=True)
+    time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CampaignBusy, match=rf"another driver \(pid {holder.pid} on "):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel dropped the dead holder's lock: the next driver gets it at once
+    with RunLock(tmp_path) as lock:
+        assert os.environ[RUN_MARKER] == os.path.realpath(tmp_path)
+        assert lock.owner()["pid"] == os.getpid()
+    assert RUN_MARKER not in os.environ and not (tmp_path / "driver.json").exists()
+
+
+def test_what_a_dead_driver_left_running_is_stopped_and_nothing_else(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    orphan = _sleeper(env=dict(os.environ, **{RUN_MARKER: os.path.realpath(run)}))
+    other_run = _sleeper(env=dict(os.environ, **{RUN_MARKER: os.path.realpath(tmp_path / "other")}))
+    onlooker = _sleeper(cwd=run)  # a shell or an editor in the run directory: not the campaign's
+    try:
+        time.sleep(0.2)
+        assert stale_processes(run) == [orphan.pid]
+        with RunLock(run, grace=2.0) as lock:
+            assert lock.stopped == [orphan.pid]
+        assert orphan.wait(timeout=5) is not None
+        assert other_run.poll() is None and onlooker.poll() is None
+    finally:
+        for process in (orphan, other_run, onlooker):
+            process.kill()
+            process.wait()
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_time(tmp_path):
+    from alcgap.workflow.lock import stop_processes
+
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"],
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert stubborn.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        assert stop_processes([stubborn.pid], grace=0.5) == [stubborn.pid]
+        assert stubborn.wait(timeout=5) == -9 and time.monotonic() - started < 5
+    finally:
+        stubborn.kill()
+        stubborn.wait()
