@@ -63,13 +63,23 @@ def curve(run_dir: Path) -> dict:
             "frames_trained_at_first_clean": clean[0]["n_train"] if clean else None, "iterations_table": rows}
 
 
+def logged_minutes(run_dir: Path) -> float | None:
+    """Minutes from the first to the last line of a run's campaign.log (a run not made by this
+    script; a resumed run counts its pauses too)."""
+    from datetime import datetime
+
+    lines = (run_dir / "campaign.log").read_text().splitlines() if (run_dir / "campaign.log").exists() else []
+    stamps = [datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S") for line in (lines[:1] + lines[-1:]) if line[:4].isdigit()]
+    return round((stamps[-1] - stamps[0]).total_seconds() / 60, 1) if len(stamps) == 2 else None
+
+
 def plot(results: dict[str, dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6))
     for name, result in results.items():
         rows = result["iterations_table"]
         x = [r["n_train"] for r in rows]
@@ -86,8 +96,8 @@ def plot(results: dict[str, dict], path: Path) -> None:
     axes[0].set(xlabel="condensed frames trained on", ylabel="force RMSE (eV/A)",
                 title="model k on the frames iteration k chose\n(prospective: atoms at the explored geometry)")
     axes[1].set(xlabel="condensed frames trained on", ylabel="energy MAE (meV/atom)", yscale="log")
-    for ax in axes:
-        ax.legend(fontsize=7)
+    for ax in axes:  # below the axes: never over a point
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -129,6 +139,9 @@ def main() -> int:
     for name, seconds in timings.items():
         key = "classical" if name == "classical" else "demo (CP2K xTB)"
         results[key]["wall_minutes"] = round(seconds / 60, 1)
+    for name, run in (("classical", twin_dir), ("demo (CP2K xTB)", demo)):
+        if name in results and "wall_minutes" not in results[name]:
+            results[name]["wall_minutes"] = logged_minutes(run)  # a run made before: from its log
     for name, result in results.items():
         first = result["frames_trained_at_first_clean"]
         result["goal_300_labels"] = first is not None and first <= 300 and result["target_size"] == 10

@@ -279,14 +279,17 @@ def run_md(
             final.mkdir(parents=True, exist_ok=True)
             for name in OUTPUTS:
                 (final / name).unlink(missing_ok=True)
-            for old in final.glob(".attempt-*"):  # of attempts that were killed
-                shutil.rmtree(old, ignore_errors=True)
             attempt = tempfile.mkdtemp(prefix=".attempt-", dir=final)
         workdir = Path(comm.bcast(attempt, root=0))
     signature = run_signature(atoms, force_field, segments, timestep, seed, sample_every, monitor, charges)
     resume = None
-    if output_dir is not None and checkpoint_every:
-        resume = comm.bcast(load_checkpoint(final / CHECKPOINTS, signature, workdir) if comm.rank == 0 else None, root=0)
+    if output_dir is not None:
+        if checkpoint_every:
+            resume = comm.bcast(load_checkpoint(final, signature, workdir) if comm.rank == 0 else None, root=0)
+        if comm.rank == 0:
+            for old in final.glob(".attempt-*"):  # of attempts that were killed, now read
+                if old != workdir:
+                    shutil.rmtree(old, ignore_errors=True)
     species = list(force_field.species)
     if charges is not None:
         missing = set(atoms.get_chemical_symbols()) - set(charges)
@@ -333,7 +336,8 @@ def run_md(
 
 #: checkpoints of a run, inside its output_dir: ``step-NNNNNNNNN/`` folders and ``latest.json``
 CHECKPOINTS = "checkpoint"
-#: the files a checkpoint keeps besides LAMMPS' restart: what the run wrote up to its step
+#: the files of a run up to a checkpoint: kept in the attempt's folder (they only grow), their
+#: sizes recorded, cut back to those sizes by the attempt that continues
 _KEPT = ("trajectory.xyz", "flagged.xyz", "monitor.jsonl", "start.data", "aux.table")
 #: MDResult fields that describe the run so far (restored on resume); the rest is per attempt
 _RESUMED = ("steps_done", "n_frames", "n_flagged", "min_distances", "max_variance", "first_clustered_step",
@@ -365,8 +369,10 @@ def run_signature(atoms, force_field, segments, timestep, seed, sample_every, mo
 
 def write_checkpoint(run: "_Run", step: int, segment: int, result: MDResult) -> None:
     """Collective. LAMMPS' ``write_restart`` (positions, velocities, box, the thermostat's and
-    barostat's own state) and the run's files up to ``step``, in a new ``step-N`` folder, then
-    ``latest.json`` pointing at it (an atomic rename: a kill leaves the previous checkpoint)."""
+    barostat's own state) into a new ``step-N`` folder, with the step, the protocol position, the
+    run's figures so far and the sizes of its files (which stay in the attempt's folder: nothing
+    is copied, however long the trajectory), then ``latest.json`` pointing at it (an atomic rename:
+    a kill at any moment leaves the previous checkpoint)."""
     folder, _, signature = run.checkpoints
     name = f"step-{step:09d}"
     staging = folder / f".{name}"
@@ -376,11 +382,10 @@ def write_checkpoint(run: "_Run", step: int, segment: int, result: MDResult) -> 
     run.comm.Barrier()
     run.lmp.command(f"write_restart {staging / 'restart.lmp'}")
     if run.comm.rank == 0:
-        for kept in _KEPT:
-            if (run.workdir / kept).exists():
-                shutil.copy2(run.workdir / kept, staging / kept)
-        state = {"step": step, "segment": segment, "signature": signature,
-                 "result": {key: getattr(result, key) for key in _RESUMED}, "input_lines": run.input_lines}
+        sizes = {kept: (run.workdir / kept).stat().st_size for kept in _KEPT if (run.workdir / kept).exists()}
+        state = {"step": step, "segment": segment, "signature": signature, "attempt": run.workdir.name,
+                 "sizes": sizes, "result": {key: getattr(result, key) for key in _RESUMED},
+                 "input_lines": run.input_lines}
         (staging / "state.json").write_text(json.dumps(state, indent=1))
         shutil.rmtree(folder / name, ignore_errors=True)
         os.replace(staging, folder / name)
@@ -393,20 +398,29 @@ def write_checkpoint(run: "_Run", step: int, segment: int, result: MDResult) -> 
     run.comm.Barrier()
 
 
-def load_checkpoint(folder: Path, signature: str, attempt: Path) -> dict | None:
-    """Rank 0: the last checkpoint of this run (None: none, or one of another run), its files
-    copied into the new attempt's folder."""
+def load_checkpoint(final: Path, signature: str, attempt: Path) -> dict | None:
+    """Rank 0: the last checkpoint of this run in ``final/checkpoint`` (None: none, one of another
+    run, or the attempt it belongs to is gone), its files cut back to the checkpoint's step into
+    the new attempt's folder."""
+    folder = final / CHECKPOINTS
     try:
         latest = json.loads((folder / "latest.json").read_text())
         where = folder / latest["checkpoint"]
         state = json.loads((where / "state.json").read_text())
     except (OSError, ValueError, KeyError):
         return None
-    if state.get("signature") != signature or not (where / "restart.lmp").exists():
+    source = final / state.get("attempt", "")
+    if state.get("signature") != signature or not (where / "restart.lmp").exists() or not source.is_dir():
         return None
-    for kept in _KEPT:
-        if (where / kept).exists():
-            shutil.copy2(where / kept, attempt / kept)
+    if any(not (source / kept).exists() or (source / kept).stat().st_size < size for kept, size in state["sizes"].items()):
+        return None
+    for kept, size in state["sizes"].items():
+        with open(source / kept, "rb") as reading, open(attempt / kept, "wb") as writing:
+            writing.write(reading.read(size))
+    # the continuing attempt owns the checkpoint from now on: its files are the ones it grows
+    state["attempt"] = attempt.name
+    (where / ".state.json").write_text(json.dumps(state, indent=1))
+    os.replace(where / ".state.json", where / "state.json")
     return {**state, "restart": str(where / "restart.lmp")}
 
 

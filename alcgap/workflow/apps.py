@@ -337,8 +337,10 @@ def write_md_task(config: dict, xml: str, seed: int, temperature: float, size: i
 
     settings = CampaignConfig.model_validate(config)
     explore = settings.explore
-    out = Path(folder)
+    out = Path(folder).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # paths relative to the task file (load_task reads them so): a moved run directory still runs it
+    here = lambda path: os.path.relpath(Path(path).resolve(), out)  # noqa: E731
     task = MDTask(
         structure=str(Path(start).resolve()),
         size_factor=size,
@@ -349,9 +351,11 @@ def write_md_task(config: dict, xml: str, seed: int, temperature: float, size: i
         seed=seed,
         sample_every=explore.monitor_every * 5,
         monitor=monitor,
-        output_dir=str(out.resolve()),
+        output_dir=str(out),
         checkpoint_every=explore.checkpoint_every,
     )
+    task = task.model_copy(update={"structure": here(task.structure), "output_dir": ".",
+                                   "force_field": task.force_field.model_copy(update={"xml": here(task.force_field.xml)})})
     return str(task.write(out / "task.json"))
 
 
