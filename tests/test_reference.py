@@ -264,8 +264,14 @@ def test_n_atoms_defaults_to_the_structure(tmp_path):
     from alcgap.workflow.fit import starting_structure
 
     assert load_fit_config({}).data.n_atoms == 24
-    quartz = tmp_path / "sio2-9.xyz"  # a 9-atom SiO2 cell, like alpha-quartz's: the size is what counts
-    cell = Atoms("Si3O6", scaled_positions=np.random.default_rng(1).random((9, 3)), cell=[4.9, 4.9, 5.4], pbc=True)
+    from ase.spacegroup import crystal
+
+    # a 9-atom SiO2 cell in alpha-quartz's space group (random positions would put atoms on top of
+    # each other, which the config refuses): the size is what counts
+    quartz = tmp_path / "sio2-9.xyz"
+    cell = crystal(["Si", "O"], basis=[(0.4697, 0.0, 2 / 3), (0.4135, 0.2669, 0.1191)], spacegroup=154,
+                   cellpar=[4.916, 4.916, 5.405, 90, 90, 120])
+    assert len(cell) == 9
     ase.io.write(quartz, cell)
     config = load_fit_config({"data": {"structure": str(quartz)}})
     assert config.data.n_atoms == 9 and len(starting_structure(config)) == 9
