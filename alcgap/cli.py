@@ -77,6 +77,40 @@ def _status(run_dir: Path) -> int:
     return 0
 
 
+def _stress(args) -> int:
+    from alcgap.stress import stress_sweep, write_sweep
+
+    try:
+        cutoffs = {name.strip(): float(value) for name, value in (item.split("=") for item in args.cutoffs.split(","))}
+    except ValueError:
+        raise ConfigError(f"--cutoffs {args.cutoffs!r}: give pair=distance pairs, e.g. Si-Si=1.6,Si-O=1.1,O-O=0.8") from None
+    missing = [m for m in args.models if not Path(m).exists()]
+    if missing:
+        raise ConfigError(f"models: not found: {missing}")
+    if args.start:
+        import ase.io
+
+        start = ase.io.read(args.start)
+    else:
+        from alcgap.structures import beta_cristobalite
+
+        start = beta_cristobalite()
+    potentials = {Path(m).stem: m for m in args.models}
+    if len(potentials) < len(args.models):
+        potentials = {f"{Path(m).parent.name}/{Path(m).stem}": m for m in args.models}
+    if args.reference:
+        from alcgap.reference import vashishta_sio2_commands
+
+        potentials["Vashishta (reference)"] = vashishta_sio2_commands()
+    settings = {k: v for k, v in vars(args).items() if k != "command"}
+    records = stress_sweep(potentials, args.species, start, Path(args.out), temperatures=args.temperatures,
+                           seeds=args.seeds, densities=args.densities, steps=args.steps, timestep=args.timestep,
+                           aux_cutoffs=cutoffs, max_displacement=args.max_displacement or None)
+    write_sweep(records, Path(args.out), args.steps, settings=settings)
+    print(f"wrote {Path(args.out) / 'stress.json'} and {Path(args.out) / 'survival.png'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alcgap", description="composite GAP force fields that stay physical")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("run_dir")
     report = commands.add_parser("report", help="write the HTML report and JSON summary of a run directory")
     report.add_argument("run_dir")
+    stress = commands.add_parser("stress", help="push potentials towards their short-range hole: survival vs time")
+    stress.add_argument("models", nargs="+", help="GAP xml files (composite or plain), each run the same way")
+    stress.add_argument("--species", nargs="+", default=["Si", "O"], help="LAMMPS type order (default: Si O)")
+    stress.add_argument("--start", default=None, help="start structure, any file ASE reads (default: beta-cristobalite)")
+    stress.add_argument("--cutoffs", default="Si-Si=1.6,Si-O=1.1,O-O=0.8",
+                        help="aux cutoffs per pair, A: a pair inside one is the first unphysical event")
+    stress.add_argument("--temperatures", type=float, nargs="+", default=[3000.0, 6000.0, 9000.0])
+    stress.add_argument("--densities", type=float, nargs="+", default=[1.0], help="multiples of the start's density")
+    stress.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    stress.add_argument("--steps", type=int, default=2000)
+    stress.add_argument("--timestep", type=float, default=1.0, help="fs (the largest, with --max-displacement)")
+    stress.add_argument("--max-displacement", type=float, default=0.1,
+                        help="adaptive timestep: A per step at most (0: a fixed timestep)")
+    stress.add_argument("--reference", action="store_true", help="also run the shipped Vashishta SiO2, the control")
+    stress.add_argument("--out", default="stress", help="output folder (stress.json, survival.png, runs/)")
     args = parser.parse_args(argv)
 
     from alcgap.fit.gapfit import GapFitError
@@ -127,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {write_report(run_dir)}")
         elif args.command == "status":
             return _status(Path(args.run_dir))
+        elif args.command == "stress":
+            return _stress(args)
         elif args.command == "report":
             from alcgap.analysis.report import main_report
 

@@ -655,6 +655,10 @@ class ExploreSettings(Strict):
     #: each run writes a checkpoint every this many steps (LAMMPS write_restart and its files so
     #: far); a run killed by a walltime or a lost node continues from its last one on resume
     checkpoint_every: int | None = Field(1000, ge=1)
+    #: an adaptive timestep (Angstrom per step at most, LAMMPS fix dt/reset; never above
+    #: ``timestep``): a hot run that reaches the aux wall is integrated through it, not exploded.
+    #: 0.1 A is 100 A/ps at 1 fs, 3-4 x the thermal speed of O at 9000 K. None: a fixed timestep
+    max_displacement: float | None = Field(0.1, gt=0.0)
     #: per-atom predicted variance (eV^2) above which an atom is flagged; "auto": calibrated on
     #: each model: variance_factor x the variance_quantile of its per-atom variance over the
     #: held-out bootstrap atoms (see alcgap.analysis.uncertainty)

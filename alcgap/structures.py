@@ -155,3 +155,10 @@ def min_pair_distances(atoms: Atoms, cutoff: float = 4.0) -> dict[Pair, float]:
         if mask.any():
             out[(a, b)] = float(d[mask].min())
     return out
+
+
+def lammps_path(path) -> str:
+    """A file name for a LAMMPS command: quoted when it holds white space (LAMMPS splits words
+    at spaces; a quoted word is one argument), as it is otherwise."""
+    text = str(path)
+    return f'"{text}"' if any(c.isspace() for c in text) else text

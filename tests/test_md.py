@@ -319,7 +319,8 @@ def test_an_md_task_killed_mid_run_continues_from_its_checkpoint(tmp_path):
 
     start = tmp_path / "start.xyz"
     ase.io.write(start, beta_cristobalite())
-    whole, killed, other = (_checkpointed_task(tmp_path / name, start) for name in ("whole", "killed", "two-ranks"))
+    # folder names with spaces: every path LAMMPS reads or writes is quoted
+    whole, killed, other = (_checkpointed_task(tmp_path / name, start) for name in ("whole run", "killed run", "two ranks"))
     one_rank = lambda task: [sys.executable, "-m", "alcgap.md.task", str(task)]  # noqa: E731
     subprocess.run(one_rank(whole), check=True, capture_output=True)
     reference = _frames(whole.parent)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from alcgap.structures import lammps_path
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from scipy.interpolate import CubicHermiteSpline
@@ -211,7 +213,7 @@ class AuxTable:
 def table_coeff_lines(table_file: str | os.PathLike, entries: dict, substyle: str = "table") -> list[str]:
     """``pair_coeff`` lines of a written table (``substyle`` "table" inside ``hybrid/overlay``, "" alone)."""
     style = f" {substyle}" if substyle else ""
-    return [f"pair_coeff {i} {j}{style} {Path(table_file).resolve()} {key} {cut:.12g}"
+    return [f"pair_coeff {i} {j}{style} {lammps_path(Path(table_file).resolve())} {key} {cut:.12g}"
             for (i, j), (key, _, cut) in sorted(entries.items())]
 
 

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from alcgap.auxiliary.table import LAMMPS_TABLE_POINTS, AuxTable, table_coeff_lines
 from alcgap.calculator import VARIANCE, component_labels
+from alcgap.structures import lammps_path
 
 MASK = "alcgap_mask"
 FIX_ID = "alcgap_gap"
@@ -106,11 +107,11 @@ def quip_pair_commands(xml, species: list[str], *, aux_table=None, aux_entries: 
     numbers = " ".join(str(atomic_numbers[s]) for s in species)
     if aux_table is None:
         label, _ = top_potential(xml)
-        return ["pair_style quip", f'pair_coeff * * {xml} "Potential xml_label={label}" {numbers}']
+        return ["pair_style quip", f'pair_coeff * * {lammps_path(xml)} "Potential xml_label={label}" {numbers}']
     main = component_labels(xml)["main"]
     return [
         f"pair_style hybrid/overlay quip table linear {LAMMPS_TABLE_POINTS}",
-        f'pair_coeff * * quip {xml} "IP GAP label={main}" {numbers}',
+        f'pair_coeff * * quip {lammps_path(xml)} "IP GAP label={main}" {numbers}',
         *table_coeff_lines(aux_table, aux_entries),
     ]
 

@@ -35,7 +35,7 @@ from alcgap.lammps_module import lammps_class, open_lammps
 from alcgap.md.forces import ForceBackend, ForceField, lammps_cell, make_backend
 from alcgap.md.monitors import Monitor, MonitorSettings, Verdict
 from alcgap.md.protocols import Segment, total_steps
-from alcgap.structures import pair_name
+from alcgap.structures import lammps_path, pair_name
 
 THERMO = "step temp pe ke etotal press vol"
 
@@ -78,6 +78,10 @@ class MDResult:
     output_dir: str | None = None
     #: the checkpoint step this attempt continued from (None: it ran from step 0)
     resumed_from_step: int | None = None
+    #: with an adaptive timestep (max_displacement): the smallest timestep LAMMPS took, seen at
+    #: the end of each run chunk (fs), and the time the run covered (fs)
+    smallest_timestep_fs: float | None = None
+    elapsed_fs: float | None = None
     frames: list[Atoms] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
@@ -171,6 +175,8 @@ class _Run:
         self.input_lines: list[str] = []
         #: (folder, every N steps, run signature) when the run writes checkpoints
         self.checkpoints: tuple[Path, int, str] | None = None
+        #: Angstrom per step at most (fix dt/reset), or None: a fixed timestep
+        self.max_displacement: float | None = None
         #: wall time inside LAMMPS "run" commands (MD steps) and in frames + monitors (s)
         self.clock = {"run_s": 0.0, "run_cpu_s": 0.0, "observe_s": 0.0}
 
@@ -244,6 +250,7 @@ def run_md(
     velocities: bool = False,
     charges: dict[str, float] | None = None,
     checkpoint_every: int | None = None,
+    max_displacement: float | None = None,
     comm=None,
 ) -> MDResult:
     """Run ``segments`` from ``atoms`` (velocities drawn at the first segment's ``t_start`` with
@@ -259,6 +266,11 @@ def run_md(
     ``output_dir/checkpoint/`` (see :func:`write_checkpoint`); a run started again with the same
     arguments continues from the last one, on any number of ranks, and its files continue
     without a repeated or a missing frame.
+
+    ``max_displacement`` (Angstrom): an adaptive timestep (LAMMPS ``fix dt/reset``, checked every
+    step): no atom moves more than this in one step; the timestep never exceeds ``timestep``, so
+    a run whose atoms stay slower is integrated exactly as without it. A hot run that reaches a
+    stiff repulsive wall (the aux) is then integrated through it instead of exploding.
     """
     lammps_class()  # libmpi (MPICH ABI) loaded before mpi4py picks one
     from mpi4py import MPI
@@ -308,6 +320,7 @@ def run_md(
                    Monitor(monitor) if monitor else None, keep_frames)
         if output_dir is not None and checkpoint_every:
             run.checkpoints = (final / CHECKPOINTS, int(checkpoint_every), signature)
+        run.max_displacement = max_displacement
         if resume is not None:
             restore_result(result, resume)
         _integrate(run, atoms, segments, timestep=timestep, seed=seed, sample_every=sample_every,
@@ -380,7 +393,7 @@ def write_checkpoint(run: "_Run", step: int, segment: int, result: MDResult) -> 
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     run.comm.Barrier()
-    run.lmp.command(f"write_restart {staging / 'restart.lmp'}")
+    run.lmp.command(f"write_restart {lammps_path(staging / 'restart.lmp')}")
     if run.comm.rank == 0:
         sizes = {kept: (run.workdir / kept).stat().st_size for kept in _KEPT if (run.workdir / kept).exists()}
         state = {"step": step, "segment": segment, "signature": signature, "attempt": run.workdir.name,
@@ -456,7 +469,7 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
     if resume is not None:
         # positions, velocities, box, masses, charges and the thermostat's state; atom sorting is
         # not in a restart file and would reorder the per-rank atoms (and the force sums)
-        lmp.command(f"read_restart {resume['restart']}")
+        lmp.command(f"read_restart {lammps_path(resume['restart'])}")
         lmp.command("atom_modify sort 0 0.0")
         run.input_lines = list(resume["input_lines"]) + [f"# continued at step {resume['step']} from {resume['restart']}"]
     else:
@@ -467,7 +480,7 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
             if charges is not None and symbol in charges:
                 lmp.command(f"set type {i} charge {charges[symbol]}")  # start.data keeps them
         if run.workdir is not None:
-            lmp.command(f"write_data {run.workdir / 'start.data'} nocoeff")
+            lmp.command(f"write_data {lammps_path(run.workdir / 'start.data')} nocoeff")
         # in.lammps reads the atoms back from start.data, so a user can rerun it by hand
         run.input_lines += [line for line in setup_commands(atoms, run.species, atom_style)[:4]] + ["read_data start.data"]
     for line in run.backend.input_lines():
@@ -488,6 +501,12 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
         run.command(f"velocity all create {segments[0].t_start} {seed} dist gaussian mom yes rot no")
     run.command(f"thermo_style custom {THERMO}")
     run.command(f"thermo {thermo_every}")
+    if run.max_displacement:
+        # never longer than the nominal step, never shorter than 1/1000 of it
+        ps = timestep / 1000.0
+        run.command(f"fix alcgap_dt all dt/reset 1 {ps / 1000.0} {ps} {run.max_displacement} units box")
+        result.smallest_timestep_fs = timestep
+        result.elapsed_fs = 0.0
     step = target = resume["step"] if resume is not None else 0
     checkpoint_every = run.checkpoints[1] if run.checkpoints else None
     last = total_steps(segments)
@@ -516,6 +535,10 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
                 run.clock["run_s"] += time.perf_counter() - tick
                 run.clock["run_cpu_s"] += time.process_time() - tick_cpu
                 run.backend.check()
+                if run.max_displacement:
+                    dt_fs = float(lmp.extract_global("dt")) * 1000.0
+                    result.smallest_timestep_fs = min(result.smallest_timestep_fs or dt_fs, dt_fs)
+                    result.elapsed_fs = float(lmp.extract_global("atime")) * 1000.0
                 step = result.steps_done = target
                 sample, monitored = step % sample_every == 0, bool(every) and step % every == 0
                 if (sample or monitored) and _observe(run, step, sample, monitored, result, (index, segment, step - start)):

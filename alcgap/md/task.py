@@ -63,6 +63,8 @@ class MDTask(BaseModel):
     output_dir: str = "."
     #: a checkpoint every this many steps (None: none); a task run again continues from its last
     checkpoint_every: int | None = Field(None, ge=1)
+    #: an adaptive timestep: no atom moves more than this (Angstrom) in one step (None: fixed)
+    max_displacement: float | None = Field(None, gt=0.0)
 
     def write(self, path) -> Path:
         path = Path(path)
@@ -114,6 +116,7 @@ def run_task(task: MDTask):
         monitor=task.monitor,
         output_dir=task.output_dir,
         checkpoint_every=task.checkpoint_every,
+        max_displacement=task.max_displacement,
     )
 
 

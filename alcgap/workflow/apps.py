@@ -353,6 +353,7 @@ def write_md_task(config: dict, xml: str, seed: int, temperature: float, size: i
         monitor=monitor,
         output_dir=str(out),
         checkpoint_every=explore.checkpoint_every,
+        max_displacement=explore.max_displacement,
     )
     task = task.model_copy(update={"structure": here(task.structure), "output_dir": ".",
                                    "force_field": task.force_field.model_copy(update={"xml": here(task.force_field.xml)})})

@@ -1,0 +1,158 @@
+"""Robustness stress test: push potentials towards their short-range hole, the same way for each.
+
+    alcgap stress composite.xml traditional.xml --start start.xyz --cutoffs Si-Si=1.6,Si-O=1.1,O-O=0.8 \
+        --temperatures 6000 9000 --seeds 1 2 3 --steps 2000 --out stress/
+
+Every potential runs the same protocol from the same start: NVT at each melt temperature, at each
+density (a multiple of the start's), for each seed, with the package's own MD driver and
+monitors. Per run it records
+
+- the outcome: ``survived``, or what ended it (``classify_md_failure``: a collapse or a pair
+  inside the aux table are the potential's failures; lost atoms and non-finite energies the
+  integration's);
+- the first unphysical event: the first monitored step with a pair inside its aux cutoff, and
+  the step the run stopped at, whichever came first;
+- the shortest distance per pair over the run, the steps done, the smallest timestep taken
+  (with an adaptive timestep) and the temperature reached.
+
+:func:`survival` turns the records into the fraction of runs still physical against the step,
+per potential and temperature; :func:`write_sweep` writes ``stress.json`` (every record and the
+survival table) and ``survival.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from alcgap.structures import pair_key, pair_name
+
+
+@dataclass
+class StressRun:
+    """One run of the sweep."""
+
+    potential: str
+    temperature: float
+    density: float
+    seed: int
+    steps_requested: int
+    steps_done: int = 0
+    outcome: str = "survived"
+    outcome_of: str = "none"
+    stop_reason: str | None = None
+    #: first monitored step with a pair inside its aux cutoff (None: never)
+    first_inside_aux_step: int | None = None
+    first_inside_aux_pair: str | None = None
+    #: the first unphysical event: inside the aux cutoff, or the run's end by a failure
+    first_unphysical_step: int | None = None
+    min_distances: dict[str, float] = field(default_factory=dict)
+    peak_temperature: float | None = None
+    smallest_timestep_fs: float | None = None
+
+    @property
+    def physical(self) -> bool:
+        return self.first_unphysical_step is None
+
+
+def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[str], start: Atoms, *,
+               temperature: float, density: float, seed: int, steps: int, timestep: float, aux_cutoffs: Mapping[str, float],
+               max_displacement: float | None, monitor_every: int = 10, folder: Path) -> StressRun:
+    """One NVT run of the sweep (serial, in this process)."""
+    from alcgap.md.forces import ForceField
+    from alcgap.md.lammps import run_md
+    from alcgap.md.monitors import MonitorSettings
+    from alcgap.md.protocols import nvt
+    from alcgap.workflow.explore import classify_md_failure
+
+    atoms = start.copy()
+    atoms.set_cell(atoms.cell.array * density ** (-1.0 / 3.0), scale_atoms=True)
+    force_field = (ForceField.classical(xml_or_commands, list(species)) if isinstance(xml_or_commands, list)
+                   else ForceField(xml=str(xml_or_commands), species=list(species)))
+    cutoffs = {pair_key(*n.split("-")): r for n, r in aux_cutoffs.items()}
+    # flagged inside the aux cutoff; a collapse is a pair at half of it (the monitors' abort)
+    monitor = MonitorSettings(every=monitor_every, min_distance={pair_name(p): r for p, r in cutoffs.items()},
+                              collapse_fraction=0.5, collapse_max_pairs=0)
+    result = run_md(atoms, force_field, [nvt(steps, temperature)], timestep=timestep, seed=seed,
+                    sample_every=steps, monitor=monitor, output_dir=folder, max_displacement=max_displacement)
+    record = StressRun(name, temperature, density, seed, steps, steps_done=result.steps_done,
+                       min_distances=dict(result.min_distances), peak_temperature=result.peak_temperature,
+                       smallest_timestep_fs=result.smallest_timestep_fs)
+    for line in (folder / "monitor.jsonl").read_text().splitlines() if (folder / "monitor.jsonl").exists() else []:
+        entry = json.loads(line)
+        inside = [p for p, r in entry["min_distances"].items() if r < cutoffs.get(pair_key(*p.split("-")), 0.0)]
+        if inside:
+            record.first_inside_aux_step, record.first_inside_aux_pair = entry["step"], inside[0]
+            break
+    if result.stopped_early:
+        record.outcome, record.outcome_of = classify_md_failure(result.stop_reason)
+        record.stop_reason = result.stop_reason
+    ends = [s for s in (record.first_inside_aux_step, result.steps_done if result.stopped_early else None) if s is not None]
+    record.first_unphysical_step = min(ends) if ends else None
+    return record
+
+
+def stress_sweep(potentials: Mapping[str, str | list[str]], species: Sequence[str], start: Atoms, out: Path, *,
+                 temperatures: Sequence[float], seeds: Sequence[int], densities: Sequence[float] = (1.0,),
+                 steps: int = 2000, timestep: float = 1.0, aux_cutoffs: Mapping[str, float],
+                 max_displacement: float | None = 0.1, monitor_every: int = 10, progress=print) -> list[StressRun]:
+    """Every potential x temperature x density x seed, the same protocol for each."""
+    records = []
+    for temperature in temperatures:
+        for density in densities:
+            for seed in seeds:
+                for name, model in potentials.items():
+                    folder = Path(out) / "runs" / f"{name}-T{temperature:g}-d{density:g}-s{seed}".replace("/", "_")
+                    record = stress_run(name, model, species, start, temperature=temperature, density=density,
+                                        seed=seed, steps=steps, timestep=timestep, aux_cutoffs=aux_cutoffs,
+                                        max_displacement=max_displacement, monitor_every=monitor_every, folder=folder)
+                    records.append(record)
+                    if progress:
+                        progress(f"{name} T={temperature:g} K density x{density:g} seed {seed}: {record.outcome}"
+                                 f"{'' if record.physical else f', unphysical from step {record.first_unphysical_step}'}; "
+                                 f"shortest {record.min_distances}")
+    return records
+
+
+def survival(records: Sequence[StressRun], steps: int, points: int = 21) -> dict:
+    """Per potential and temperature: the fraction of runs still physical at each step of a grid."""
+    grid = np.linspace(0, steps, points).round().astype(int).tolist()
+    table = {}
+    for run in records:
+        table.setdefault(run.potential, {}).setdefault(f"{run.temperature:g}", []).append(run)
+    return {"steps": grid, "fraction_physical": {
+        potential: {t: [float(np.mean([r.first_unphysical_step is None or r.first_unphysical_step > s for r in runs]))
+                        for s in grid] for t, runs in by_t.items()} for potential, by_t in table.items()},
+        "runs": {potential: {t: len(runs) for t, runs in by_t.items()} for potential, by_t in table.items()}}
+
+
+def write_sweep(records: Sequence[StressRun], out: Path, steps: int, settings: dict | None = None) -> dict:
+    """``stress.json`` (settings, every record, the survival table) and ``survival.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = survival(records, steps)
+    data = {"settings": settings or {}, "records": [{**asdict(r), "physical": r.physical} for r in records],
+            "survival": table}
+    (out / "stress.json").write_text(json.dumps(data, indent=1))
+    temperatures = sorted({t for by_t in table["fraction_physical"].values() for t in by_t}, key=float)
+    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.2 * len(temperatures), 3.8), squeeze=False)
+    for ax, t in zip(axes[0], temperatures):
+        for potential, by_t in table["fraction_physical"].items():
+            if t in by_t:
+                ax.step(table["steps"], by_t[t], where="post", label=f"{potential} ({table['runs'][potential][t]} runs)")
+        ax.set(title=f"{t} K", xlabel="MD step", ylabel="fraction of runs still physical", ylim=(-0.05, 1.05))
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "survival.png", dpi=110)
+    plt.close(fig)
+    return data
