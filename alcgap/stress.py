@@ -133,26 +133,36 @@ def survival(records: Sequence[StressRun], steps: int, points: int = 21) -> dict
 
 def write_sweep(records: Sequence[StressRun], out: Path, steps: int, settings: dict | None = None) -> dict:
     """``stress.json`` (settings, every record, the survival table) and ``survival.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = survival(records, steps)
     data = {"settings": settings or {}, "records": [{**asdict(r), "physical": r.physical} for r in records],
             "survival": table}
     (out / "stress.json").write_text(json.dumps(data, indent=1))
-    temperatures = sorted({t for by_t in table["fraction_physical"].values() for t in by_t}, key=float)
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.2 * len(temperatures), 3.8), squeeze=False)
-    for ax, t in zip(axes[0], temperatures):
-        for potential, by_t in table["fraction_physical"].items():
-            if t in by_t:
-                ax.step(table["steps"], by_t[t], where="post", label=f"{potential} ({table['runs'][potential][t]} runs)")
-        ax.set(title=f"{t} K", xlabel="MD step", ylabel="fraction of runs still physical", ylim=(-0.05, 1.05))
-        ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out / "survival.png", dpi=110)
-    plt.close(fig)
+    plot_survival(table, out / "survival.png")
     return data
+
+
+def plot_survival(table: dict, path: Path) -> None:
+    """One panel per temperature, a step curve per potential (styles differ, so curves that
+    coincide stay visible), the legend below the panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    temperatures = sorted({t for by_t in table["fraction_physical"].values() for t in by_t}, key=float)
+    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.4 * len(temperatures), 4.4), squeeze=False)
+    styles = [("-", 3.0), ("--", 2.0), (":", 2.0), ("-.", 1.5)]
+    for ax, t in zip(axes[0], temperatures):
+        for k, (potential, by_t) in enumerate(table["fraction_physical"].items()):
+            if t in by_t:
+                style, width = styles[k % len(styles)]
+                ax.step(table["steps"], by_t[t], where="post", linestyle=style, linewidth=width,
+                        label=f"{potential} ({table['runs'][potential][t]} runs)")
+        ax.set(title=f"{t} K", xlabel="MD step", ylabel="fraction of runs still physical", ylim=(-0.05, 1.05))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
