@@ -119,35 +119,24 @@ def test_a_changed_config_is_refused_on_resume(campaign):
         run_campaign(load_campaign_config(changed), run_dir)
 
 
-def test_a_moved_campaign_resumes_and_a_raised_limit_runs_one_more_iteration(campaign, tmp_path):
+def test_a_moved_campaign_resumes_and_its_stop_rule_follows_todays_limits(campaign, tmp_path):
     """The run directory moves (another mount point): its checkpoints name paths relative to it.
     The stop rule is re-decided on resume with today's stop settings: a lower max_iterations ends
-    it at iteration 1; raised again, the campaign runs iteration 2 for real (its folder removed),
-    and, deterministic given the seed, selects the same frames and fits the same model."""
+    it at iteration 1; raised again, it goes on to the same converged end, with no new work."""
     import shutil
 
     run_dir, summary = campaign
     moved = tmp_path / "elsewhere" / "run"
     shutil.copytree(run_dir, moved)
     assert str(run_dir) not in (moved / "iter-001" / "state.json").read_text()
+    labels = len(LabelStore(moved / "data.db").rows(status=None))
     cut = resume_campaign(moved, stop={"max_iterations": 1})
     assert (cut["iterations"], cut["stopped_by"]) == (1, "max_iterations"), cut["why"]
     assert yaml.safe_load((moved / "campaign.yaml").read_text())["stop"]["max_iterations"] == 1
-
-    shutil.rmtree(moved / "iter-002")
-    import ase.db
-
-    db = ase.db.connect(moved / "data.db")  # as if iteration 2 had never labelled: its labels are made again
-    db.delete([row.id for row in db.select(iteration=2)])
-    again = resume_campaign(moved, stop={"max_iterations": 2})
-    assert again["iterations"] == 2 and (moved / "iter-002" / "metrics.json").exists()
-    before, after = summary["metrics"][1], again["metrics"][1]
-    events = lambda m: {name: [(e["task"], e["md_step"], e["kind"]) for e in picks] for name, picks in m["picks"].items()}  # noqa: E731
-    scores = lambda m: [e["score"] for picks in m["picks"].values() for e in picks]  # noqa: E731
-    assert after["selected"] == before["selected"] and events(after) == events(before)
-    assert scores(after) == pytest.approx(scores(before), rel=1e-8)  # the same to round-off (BLAS sums)
-    assert after["errors"]["force_rmse"] == pytest.approx(before["errors"]["force_rmse"], rel=1e-6)
-    assert again["stopped_by"] == summary["stopped_by"] if summary["iterations"] == 2 else again["stopped_by"] == "max_iterations"
+    again = resume_campaign(moved, stop={"max_iterations": 4})
+    assert (again["iterations"], again["stopped_by"]) == (summary["iterations"], "converged")
+    assert [m["errors"] for m in again["metrics"]] == [m["errors"] for m in summary["metrics"]]
+    assert len(LabelStore(moved / "data.db").rows(status=None)) == labels  # nothing recomputed
     assert not (moved / "driver.json").exists() and stale_processes(moved) == []
 
 
@@ -241,14 +230,28 @@ def test_python_api_with_a_custom_selection(tmp_path, monkeypatch):
             atoms.info["flag_reasons"] = "custom: most uncertain"
         return ranked
 
-    config = dict(QUICK, explore=dict(QUICK["explore"], sizes=[1]), judge=dict(QUICK["judge"], target_size=1),
-                  stop={"max_iterations": 1})
+    # a force gate no model meets here, so that the campaign stops at its iteration limit
+    config = dict(QUICK, explore=dict(QUICK["explore"], sizes=[1]),
+                  judge=dict(QUICK["judge"], target_size=1, max_force_rmse=0.05), stop={"max_iterations": 1})
     summary = run_campaign(config, tmp_path / "run", select_fn=most_uncertain_two)
-    assert summary["iterations"] == 1
+    assert summary["iterations"] == 1 and summary["stopped_by"] == "max_iterations"
     store = LabelStore(tmp_path / "run" / "data.db")
     explored = [row for row in store.rows() if row.origin.startswith("explore:")]
     assert 1 <= len(explored) <= 2
     assert all(row.data["selection_reason"] == "custom: most uncertain" for row in explored)
+
+    # stopped at its limit, moved to another path, resumed with the limit raised: it runs one
+    # more iteration for real, and learns from it with the same selection
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(tmp_path / "run", moved)
+    extended = resume_campaign(moved, select_fn=most_uncertain_two, stop={"max_iterations": 2})
+    assert (extended["iterations"], extended["stopped_by"]) == (2, "max_iterations") and len(extended["metrics"]) == 2
+    assert extended["metrics"][0] == summary["metrics"][0]  # iteration 1 kept as it was
+    second = [row for row in LabelStore(moved / "data.db").rows() if row.origin.startswith("explore:") and row.iteration == 2]
+    assert 1 <= len(second) <= 2 and all(row.data["selection_reason"] == "custom: most uncertain" for row in second)
+    assert str(tmp_path / "run") not in (moved / "iter-002" / "state.json").read_text()
 
 
 def test_resume_accepts_what_does_not_change_a_label_and_refuses_what_does(tmp_path):
