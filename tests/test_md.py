@@ -214,6 +214,25 @@ def test_a_collapsing_run_stops_early_and_says_why(fitted, start, tmp_path):
     assert "stop: collapse" in last.info["flag_reasons"] and last.info["md_step"] == result.steps_done
 
 
+@pytest.mark.integration
+def test_the_composite_holds_the_same_hot_compressed_cell_with_an_adaptive_step(fitted, start, tmp_path):
+    """The run above with the composite, and an adaptive timestep: its pairs are pushed into the
+    aux's range (seen: Si-Si 1.54, Si-O 1.09 A), which holds them: no collapse, no lost atoms,
+    every pair above half its aux cutoff, all 400 steps. Without the aux (the traditional GAP of
+    the test above, same cell, seed and steps) the same run collapses."""
+    atoms = start.copy()
+    atoms.set_cell(atoms.cell * 0.85, scale_atoms=True)
+    settings = MonitorSettings(every=10, min_distance=MINIMA)
+    result = run_md(atoms, ForceField.gap(fitted["models"]["composite"], SPECIES), [nvt(400, 8000.0)],
+                    timestep=1.0, seed=2, sample_every=100, monitor=settings, output_dir=tmp_path, max_displacement=0.1)
+    assert not result.stopped_early and result.steps_done == 400, result.stop_reason
+    aux = {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8}
+    assert any(result.min_distances[pair] < r for pair, r in aux.items()), "no pair reached the aux: not the regime"
+    assert all(result.min_distances[pair] > 0.5 * r for pair, r in aux.items()), result.min_distances
+    assert result.smallest_timestep_fs is not None and 0 < result.smallest_timestep_fs <= 1.0
+    print(f"composite, compressed cell at 8000 K: shortest {result.min_distances}, smallest dt {result.smallest_timestep_fs:.3f} fs")
+
+
 # --------------------------------------------------------------------------- pair_style quip
 
 
