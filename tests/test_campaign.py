@@ -173,6 +173,13 @@ run_campaign(load_campaign_config(config), {run_dir!r}, reference=SlowVashishta.
 """
 
 
+def _session(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except OSError:
+        return None
+
+
 def _running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -214,6 +221,11 @@ def test_campaign_killed_during_labelling_resumes_without_loss(tmp_path, monkeyp
     assert not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid in orphans), \
         "the resumed driver must stop what the dead one left running before it starts"
     assert stale_processes(run_dir) == []
+    # nor any process of the dead driver's session: Parsl's interchange, which lost its mark
+    # when it renamed itself, included
+    session = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _running(int(p.name))
+               and _session(int(p.name)) == child.pid]
+    assert session == [], f"processes of the killed driver still running: {session}"
     store = LabelStore(store_path)
     no_duplicate_labels(store)
     after = {row.fingerprint: row.energy for row in store.rows(origin="bootstrap")}

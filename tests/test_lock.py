@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ def _sleeper(env=None, cwd=None) -> subprocess.Popen:
 def test_a_second_driver_is_refused_naming_the_first(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", f"""
 import time
+from pathlib import Path
 from alcgap.workflow.lock import RunLock
 with RunLock({str(tmp_path)!r}):
     print("held", flush=True)
@@ -72,3 +74,41 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_time(tmp_path)
     finally:
         stubborn.kill()
         stubborn.wait()
+
+
+def test_a_dead_drivers_orphans_that_lost_their_mark_are_stopped(tmp_path):
+    """Parsl's interchange renames itself, which wipes its environment in /proc: no mark to find
+    it by. It is still the dead driver's orphan (reparented to init, in the driver's session)."""
+    run = tmp_path / "run"
+    driver = subprocess.Popen([sys.executable, "-c", f"""
+import subprocess, sys, time
+from alcgap.workflow.lock import RunLock
+lock = RunLock({str(run)!r}).acquire()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env={{}})  # no mark
+print(child.pid, flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    orphan = int(driver.stdout.readline())
+    bystander = _sleeper()  # another session: never touched
+    try:
+        assert stale_processes(run) == []  # the mark is gone
+        driver.kill()  # the driver alone: its child goes on, reparented
+        driver.wait()
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[1] != "1" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with RunLock(run, grace=2.0) as lock:
+            assert orphan in lock.stopped
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{orphan}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{orphan}").exists() or "Z" in Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert bystander.poll() is None
+    finally:
+        for pid in (orphan,):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        bystander.kill()
+        bystander.wait()

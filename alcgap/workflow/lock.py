@@ -11,7 +11,8 @@ worker pools running: a local provider starts them in process groups of their ow
 on with their tasks (MD writing into the task folders the resumed campaign is about to use).
 The driver marks its environment with ``ALCGAP_RUN_DIR``, which everything it starts inherits;
 :func:`stale_processes` finds, on this host, every process with that mark for the run directory,
-and :meth:`RunLock.acquire` stops them (SIGTERM, then SIGKILL after ``grace`` seconds) before the
+and :func:`orphans_of` the dead driver's orphans that lost it (Parsl's interchange overwrites its
+environment when it renames itself); :meth:`RunLock.acquire` stops them (SIGTERM, then SIGKILL after ``grace`` seconds) before the
 resumed driver starts anything. Workers on other hosts (batch jobs) are not reached from here:
 their scheduler ends them at their walltime, or ``scancel``/``qdel`` does, and the atomic
 checkpoints make whatever they still write harmless (a finished stage is never re-read from a
@@ -69,6 +70,33 @@ def stale_processes(run_dir: str | os.PathLike) -> list[int]:
         except OSError:  # gone, or not ours to read
             continue
         if marker in environment.split(b"\0"):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, pgid, sid) of a live process (Linux ``/proc``), None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def orphans_of(owner: dict) -> list[int]:
+    """Processes a dead driver started that lost their mark: Parsl's interchange renames itself
+    (setproctitle), which overwrites its environment in ``/proc``. They are orphans (their parent
+    died: reparented to init) in the dead driver's process group or session. A process whose
+    parent still lives (a shell, a ``tee`` beside the driver) is never one."""
+    if owner.get("host") != socket.gethostname() or not owner.get("pid") or _alive(int(owner["pid"])):
+        return []
+    groups = {owner.get("pgid"), owner.get("sid")} - {None}
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(int(entry.name))
+        if stat is not None and stat[0] == 1 and (stat[1] in groups or stat[2] in groups):
             found.append(int(entry.name))
     return sorted(found)
 
@@ -135,12 +163,14 @@ class RunLock:
                 f"{owner.get('host', '?')}, since {owner.get('started', '?')}: {owner.get('command', '?')}); "
                 "wait for it, or stop it (kill its pid) and resume") from None
         self._handle = handle
-        # the last driver, if any, is dead (we hold its lock): end what it left running here
-        self.stopped = stop_processes(stale_processes(self.run_dir), self.grace)
+        # the last driver, if any, is dead (we hold its lock): end what it left running here; a
+        # driver that ended cleanly removed its record, one that was killed left it
+        previous = self.owner() or {}
+        self.stopped = stop_processes(sorted(set(stale_processes(self.run_dir)) | set(orphans_of(previous))), self.grace)
         self._marker_before = os.environ.get(RUN_MARKER)
         os.environ[RUN_MARKER] = os.path.realpath(self.run_dir)
         write_json_atomic(self.owner_path, {
-            "host": socket.gethostname(), "pid": os.getpid(), "pgid": os.getpgid(0),
+            "host": socket.gethostname(), "pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)})
         return self
 
