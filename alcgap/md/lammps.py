@@ -293,10 +293,10 @@ def run_md(
                 (final / name).unlink(missing_ok=True)
             attempt = tempfile.mkdtemp(prefix=".attempt-", dir=final)
         workdir = Path(comm.bcast(attempt, root=0))
-    signature = run_signature(atoms, force_field, segments, timestep, seed, sample_every, monitor, charges)
-    resume = None
+    resume = signature = None
     if output_dir is not None:
         if checkpoint_every:
+            signature = run_signature(atoms, force_field, segments, timestep, seed, sample_every, monitor, charges)
             resume = comm.bcast(load_checkpoint(final, signature, workdir) if comm.rank == 0 else None, root=0)
         if comm.rank == 0:
             for old in final.glob(".attempt-*"):  # of attempts that were killed, now read
