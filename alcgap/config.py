@@ -137,7 +137,7 @@ class AuxSettings(Strict):
                 raise ValueError(
                     f"cutoff of '{name}' is {r_cut} A; the auxiliary is short-ranged: use 0 < r_cut <= 3 A"
                 )
-        return check_pair_distances(value, "aux.cutoffs", upper=3.0)
+        return value  # each pair once: _cutoff_table_matches_species
 
     @model_validator(mode="after")
     def _floor_below_scan(self) -> "AuxSettings":
@@ -591,7 +591,7 @@ def load_fit_config(source: str | Path | dict) -> FitConfig:
 SEARCH_LIMIT = 4.0
 
 
-def check_pair_distances(table: dict[str, float], field: str, upper: float) -> dict[str, float]:
+def check_pair_distances(table: dict[str, float], upper: float) -> dict[str, float]:
     """A per-pair distance table (``{"Si-O": 1.5}``): every key a pair, every pair once (``Si-O``
     and ``O-Si`` are one pair), every distance in (0, ``upper``] Angstrom."""
     seen: dict[Pair, str] = {}
@@ -632,7 +632,7 @@ class DistanceSettings(Strict):
     @field_validator("flag")
     @classmethod
     def _one_positive_distance_per_pair(cls, value: dict[str, float]) -> dict[str, float]:
-        return check_pair_distances(value, "distances.flag", upper=SEARCH_LIMIT)
+        return check_pair_distances(value, upper=SEARCH_LIMIT)
 
 
 class ExploreSettings(Strict):

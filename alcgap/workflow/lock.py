@@ -38,15 +38,25 @@ class CampaignBusy(ConfigError):
     """Another driver is running this campaign."""
 
 
+def _stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgid, sid) of a process from Linux ``/proc``; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
 def _ancestors(pid: int) -> set[int]:
     out = set()
-    while pid > 1:
+    while pid > 1 and (stat := _stat(pid)) is not None:
         out.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        pid = stat[1]
     return out
 
 
@@ -74,15 +84,6 @@ def stale_processes(run_dir: str | os.PathLike) -> list[int]:
     return sorted(found)
 
 
-def _stat(pid: int) -> tuple[int, int, int] | None:
-    """(ppid, pgid, sid) of a live process (Linux ``/proc``), None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1]), int(fields[2]), int(fields[3])
-
-
 def orphans_of(owner: dict) -> list[int]:
     """Processes a dead driver started that lost their mark: Parsl's interchange renames itself
     (setproctitle), which overwrites its environment in ``/proc``. They are orphans (their parent
@@ -96,7 +97,7 @@ def orphans_of(owner: dict) -> list[int]:
         if not entry.name.isdigit():
             continue
         stat = _stat(int(entry.name))
-        if stat is not None and stat[0] == 1 and (stat[1] in groups or stat[2] in groups):
+        if stat is not None and stat[1] == 1 and (stat[2] in groups or stat[3] in groups):
             found.append(int(entry.name))
     return sorted(found)
 
@@ -121,14 +122,6 @@ def stop_processes(pids: list[int], grace: float = 5.0) -> list[int]:
         except OSError:
             pass
     return signalled
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has ended; only its parent's wait is missing
 
 
 class RunLock:
