@@ -31,11 +31,12 @@ def run_campaign(config, run_dir, *, site=None, reference=None, select_fn=None):
     return _run(config, run_dir, site=site, reference=reference, select_fn=select_fn)
 
 
-def resume_campaign(run_dir, *, site=None, reference=None, select_fn=None):
-    """Continue a stopped or killed campaign from its checkpoints, with its frozen config."""
+def resume_campaign(run_dir, *, site=None, reference=None, select_fn=None, stop=None):
+    """Continue a stopped or killed campaign from its checkpoints, with its frozen config.
+    ``stop``: raised ``stop.*`` limits (``{"max_iterations": 5}``), so a stopped campaign goes on."""
     from alcgap.workflow.campaign import resume_campaign as _resume
 
-    return _resume(run_dir, site=site, reference=reference, select_fn=select_fn)
+    return _resume(run_dir, site=site, reference=reference, select_fn=select_fn, stop=stop)
 
 
 def __getattr__(name):

@@ -72,7 +72,9 @@ def _status(run_dir: Path) -> int:
 
         console.print(f"store: {LabelStore(run_dir / 'data.db').summary()}")
     if (run_dir / "summary.json").exists():
-        summary = json.loads((run_dir / "summary.json").read_text())
+        from alcgap.workflow.state import read_run_json
+
+        summary = read_run_json(run_dir / "summary.json")
         console.print(f"finished: stopped by [bold]{summary['stopped_by']}[/]: {summary['why']}")
     return 0
 

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from alcgap.workflow.state import read_run_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,7 +48,7 @@ def main() -> int:
     from alcgap.calculator import GapCalculator
     from alcgap.structures import beta_cristobalite, rattled, supercell_with_atoms
 
-    xml = json.loads((run / "summary.json").read_text())["models"]["composite"]
+    xml = read_run_json(run / "summary.json")["models"]["composite"]
     from quippy.potential import Potential
 
     calcs = {

@@ -7,8 +7,10 @@ reference for CP2K xTB, exploration at 1x and 2x, the stop rule on 2x, budget 6,
 iterations), first run once unkilled. Then the same campaign in a new run directory, driven by
 ``alcgap run`` / ``alcgap resume`` as subprocesses in sessions of their own: each driver is
 SIGKILLed with its process group (the driver and Parsl's interchange; the worker pools, in groups
-of their own, go on) after a random time drawn uniformly from [4, 45] s, and resumed at once by
-the next. After ``--kills`` kills the last resume runs to the end.
+of their own, would go on: the driver's watchdog stops them) in the stage it is aimed at
+(``PLAN``: the bootstrap; fit, exploration MD and labelling of iteration 1; fit and MD of
+iteration 2), a random 0-1 s after that stage began, and resumed at once by the next. After ``--kills``
+kills the last resume runs to the end. The suite runs the same sweep (tests/test_campaign.py).
 
 Measured:
 - at every kill, which stages had finished and how many labels the store held; after the next
@@ -17,8 +19,8 @@ Measured:
 - the final store against the unkilled run's: the same structures (fingerprints of the OK
   labels), and the same stop rule;
 - recovery time: seconds from the resume's start to its first new useful work (the first of: a
-  label stored that was not there, a stage finished that was not, an MD attempt started), by the
-  stage the kill landed in;
+  file written in an iteration's folder after the resume took the run's lock, a label stored that was not there, a stage finished
+  that was not, an MD attempt started), by the stage the kill landed in;
 - no process of a killed driver (``ALCGAP_RUN_DIR`` of the run) alive after the last resume.
 Writes benchmarks/results/kill_sweep.json.
 """
@@ -88,12 +90,147 @@ def driver(args: list[str], log) -> subprocess.Popen:
                             start_new_session=True, cwd=ROOT)
 
 
+#: the stages of iteration 0 and of every later one, in order ("md": exploration MD with nothing
+#: picked yet; "label": picks made, selected frames being labelled)
+BOOTSTRAP = ("dimers", "aux", "bootstrap", "label", "split", "distances")
+ORDER = ("fit", "md", "label", "judge")
+
+
+def phase(run: Path) -> tuple[int, str]:
+    """(iteration, stage) the campaign is in: a stage of ``BOOTSTRAP`` in iteration 0, of
+    ``ORDER`` in later ones; (99, "done") at the end."""
+    stage = _running(run, stages(run))
+    if stage == "done":
+        return 99, "done"
+    folder, name = stage.split("/")
+    iteration = int(folder.split("-")[1])
+    if name == "explore_select_label":
+        return iteration, "label" if list((run / folder / "select").glob("*.xyz")) else "md"
+    return iteration, name
+
+
+#: the stage each kill aims at, in order: the bootstrap MD and labels, then fit, exploration MD
+#: and labelling of iteration 1, then fit and MD of iteration 2
+PLAN = ((0, "bootstrap"), (1, "fit"), (1, "md"), (1, "label"), (2, "fit"), (2, "md"))
+
+
+def _key(where: tuple[int, str]) -> tuple[int, int]:
+    iteration, name = where
+    return iteration, (BOOTSTRAP if iteration == 0 else ORDER).index(name) if iteration < 99 else 0
+
+
+def _wrote_since(run: Path, started: float) -> bool:
+    """Has anything in the run's iteration folders (a fit's files, an MD attempt's, a pick) been
+    written since ``started``?"""
+    for path in run.glob("iter-*/**/*"):
+        try:
+            if path.stat().st_mtime > started:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _holds(run: Path, pid: int) -> bool:
+    """Has driver ``pid`` taken the run (its lock's owner record names it)?"""
+    try:
+        return json.loads((run / "driver.json").read_text()).get("pid") == pid
+    except (OSError, ValueError):
+        return False
+
+
+def _reached(now: tuple[int, str], target: tuple[int, str]) -> bool:
+    """Is the campaign at ``target`` or past it? (A stage may be over between two polls.)"""
+    return _key(now) >= _key(target)
+
+
+def sweep(source: Path, run: Path, log, *, kills: int = 6, seed: int = 0, first_alone: bool = False,
+          on_kill=None) -> list[dict]:
+    """Run ``source`` in ``run`` as ``alcgap run``, SIGKILL it once the stage of ``PLAN[k]`` has
+    run for a random time (uniform in [0, 1] s; the kill lands in the next stage when that one
+    ends sooner), resume it at once with ``alcgap resume``, ``kills`` times; then let the last
+    resume finish. ``first_alone``: the first kill hits the driver alone (an OOM kill, a lost
+    login node), not its process group. ``on_kill(event)`` runs after each kill, before the
+    resume. One event per driver: what it found, when it was killed, its recovery time."""
+    rng = random.Random(seed)
+    events = []
+    command = ["run", str(source), "--run-dir", str(run)]
+    for kill in range(kills + 1):
+        before_stages, before_labels, before_attempts = stages(run), labels(run), attempts(run)
+        started = time.time()
+        child = driver(command, log)
+        recovery, target, seen, delay = None, PLAN[kill % len(PLAN)] if kill < kills else None, None, rng.uniform(0.0, 1.0)
+        polls, holding = 0, None
+        while child.poll() is None:
+            polls += 1
+            if holding is None and _holds(run, child.pid):
+                holding = time.time()  # what the dead driver's processes wrote is before this
+            if recovery is None and kill > 0 and holding is not None and (
+                    _wrote_since(run, holding) or stages(run) - before_stages
+                                                  or attempts(run) - before_attempts
+                                                  or (polls % 10 == 0 and len(labels(run)) > len(before_labels))):
+                recovery = time.time() - started
+            if target is not None:
+                if seen is None and holding is not None and _reached(phase(run), target):
+                    seen = time.time()
+                if seen is not None and time.time() - seen >= delay:
+                    break
+            time.sleep(0.02)
+        event = {"driver": kill, "command": command[0], "recovery_seconds": recovery,
+                 "aimed_at": "/".join(map(str, target)) if target else None,
+                 "labels_before": sum(len(v) for v in before_labels.values())}
+        if child.poll() is None:
+            running = "/".join(map(str, phase(run)))
+            stage = _running(run, stages(run))
+            (os.kill if kill == 0 and first_alone else os.killpg)(child.pid, signal.SIGKILL)
+            child.wait()
+            event.update(killed_after_seconds=round(time.time() - started, 1), killed_in=running, running_stage=stage,
+                         driver_alone=kill == 0 and first_alone, labels_at_kill=sum(len(v) for v in labels(run).values()),
+                         pid=child.pid)
+            if on_kill is not None:
+                on_kill(event)
+        else:
+            event.update(exit_code=child.returncode, ended_after_seconds=round(time.time() - started, 1))
+        events.append(event)
+        print(json.dumps(event), flush=True)
+        # what was there before this driver must still be there, unchanged
+        after = labels(run)
+        event["lost_or_changed"] = sum(1 for key, rows in before_labels.items() if after.get(key, [])[:len(rows)] != rows)
+        command = ["resume", str(run)]
+        if "exit_code" in event:
+            break
+    return events
+
+
+def compare(killed: Path, unkilled: Path, events: list[dict]) -> dict:
+    """The killed run's store and stop against the unkilled one's."""
+    from alcgap.workflow.lock import stale_processes
+    from alcgap.workflow.state import read_run_json
+
+    final, reference = labels(killed), labels(unkilled)
+    ok = lambda table: {key for key, rows in table.items() if rows[0][0] == "ok"}  # noqa: E731
+    by_stage: dict[str, list[float]] = {}
+    for pair in _pairs(events):
+        by_stage.setdefault(pair["killed_in_of_previous"], []).append(round(pair["recovery_seconds"], 1))
+    return {
+        "kills": sum(1 for e in events if "killed_after_seconds" in e),
+        "killed_in": [e.get("killed_in") for e in events if "killed_after_seconds" in e],
+        "labels_lost_or_changed": sum(e["lost_or_changed"] for e in events),
+        "labels_computed_twice": sum(1 for rows in final.values() if len(rows) > 1),
+        "same_structures_as_unkilled": ok(final) == ok(reference),
+        "only_in_killed": len(ok(final) - ok(reference)), "only_in_unkilled": len(ok(reference) - ok(final)),
+        "stopped_by": [read_run_json(killed / "summary.json")["stopped_by"],
+                       read_run_json(unkilled / "summary.json")["stopped_by"]],
+        "processes_of_the_run_left": len(stale_processes(killed)),
+        "recovery_seconds_by_stage": by_stage,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from alcgap.workflow.lock import stale_processes
 
     OUT.mkdir(parents=True, exist_ok=True)
     source = OUT / "campaign.yaml"
@@ -107,59 +244,12 @@ def main() -> int:
         assert driver(["run", str(source), "--run-dir", str(unkilled)], log).wait() == 0
         unkilled_seconds = time.time() - started
     print(f"unkilled: {unkilled_seconds:.0f} s", flush=True)
-
-    rng = random.Random(args.seed)
-    events, log = [], open(OUT / "killed.log", "w")
-    command = ["run", str(source), "--run-dir", str(killed)]
-    for kill in range(args.kills + 1):
-        before_stages, before_labels, before_attempts = stages(killed), labels(killed), attempts(killed)
+    with open(OUT / "killed.log", "w") as log:
         started = time.time()
-        child = driver(command, log)
-        recovery = None
-        delay = rng.uniform(4.0, 45.0) if kill < args.kills else None
-        while child.poll() is None and (delay is None or time.time() - started < delay):
-            if recovery is None and kill > 0 and (len(labels(killed)) > len(before_labels)
-                                                  or stages(killed) - before_stages
-                                                  or attempts(killed) - before_attempts):
-                recovery = time.time() - started
-            time.sleep(0.2)
-        event = {"driver": kill, "command": command[0], "recovery_seconds": recovery,
-                 "killed_in_stage_after": sorted(before_stages)[-1:] if before_stages else [],
-                 "labels_before": sum(len(v) for v in before_labels.values())}
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-            now = stages(killed)
-            event.update(killed_after_seconds=round(time.time() - started, 1), stages_done=len(now),
-                         running_stage=_running(killed, now), labels_at_kill=sum(len(v) for v in labels(killed).values()))
-        else:
-            event.update(exit_code=child.returncode, ended_after_seconds=round(time.time() - started, 1))
-        events.append(event)
-        print(json.dumps(event), flush=True)
-        # what was there before this driver must still be there, unchanged
-        after = labels(killed)
-        event["lost_or_changed"] = sum(1 for key, rows in before_labels.items() if after.get(key, [])[:len(rows)] != rows)
-        command = ["resume", str(killed)]
-        if "exit_code" in event:
-            break
-    log.close()
-
-    final, reference = labels(killed), labels(unkilled)
-    twice = sum(1 for rows in final.values() if len(rows) > 1)
-    ok = lambda table: {key for key, rows in table.items() if rows[0][0] == "ok"}  # noqa: E731
-    summary_killed = json.loads((killed / "summary.json").read_text())
-    summary_unkilled = json.loads((unkilled / "summary.json").read_text())
-    result = {
-        "kills": sum(1 for e in events if "killed_after_seconds" in e), "events": events,
-        "unkilled_seconds": round(unkilled_seconds, 1),
-        "labels_lost_or_changed": sum(e["lost_or_changed"] for e in events),
-        "labels_computed_twice": twice,
-        "same_structures_as_unkilled": ok(final) == ok(reference),
-        "only_in_killed": len(ok(final) - ok(reference)), "only_in_unkilled": len(ok(reference) - ok(final)),
-        "stopped_by": [summary_killed["stopped_by"], summary_unkilled["stopped_by"]],
-        "processes_of_the_run_left": len(stale_processes(killed)),
-        "recovery_seconds_by_stage": [[e["running_stage_of_previous"], e["recovery_seconds"]] for e in _pairs(events)],
-    }
+        events = sweep(source, killed, log, kills=args.kills, seed=args.seed)
+        killed_seconds = time.time() - started
+    result = {**compare(killed, unkilled, events), "unkilled_seconds": round(unkilled_seconds, 1),
+              "killed_seconds": round(killed_seconds, 1), "events": events}
     (RESULTS / "kill_sweep.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "events"}, indent=1))
     return 0
@@ -167,8 +257,7 @@ def main() -> int:
 
 def _running(run: Path, done: set[str]) -> str:
     """The stage that was running: the first of the campaign's order not yet done."""
-    order = ["dimers", "aux", "bootstrap", "label", "split", "distances"]
-    for name in order:
+    for name in BOOTSTRAP:
         if f"iter-000/{name}" not in done:
             return f"iter-000/{name}"
     for k in range(1, 10):
@@ -179,10 +268,10 @@ def _running(run: Path, done: set[str]) -> str:
 
 
 def _pairs(events: list[dict]):
-    """Each resume with the stage its predecessor was killed in."""
+    """Each resume that found new work, with the stage its predecessor was killed in."""
     for previous, event in zip(events, events[1:]):
-        if "running_stage" in previous:
-            yield {**event, "running_stage_of_previous": previous["running_stage"]}
+        if "killed_in" in previous and event["recovery_seconds"] is not None:
+            yield {**event, "killed_in_of_previous": previous["killed_in"]}
 
 
 if __name__ == "__main__":

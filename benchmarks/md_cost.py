@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from alcgap.workflow.state import read_run_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -52,7 +54,7 @@ def fitted_xml() -> str:
 
         print("fitting the test suite's small composite GAP first", flush=True)
         run_fit(load_fit_config(SMALL_FIT), run_dir)
-    return json.loads(summary.read_text())["models"]["composite"]
+    return read_run_json(summary)["models"]["composite"]
 
 
 def cell(n_atoms: int):

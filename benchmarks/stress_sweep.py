@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from alcgap.workflow.state import read_run_json
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "stress_sweep"
 
@@ -38,7 +40,7 @@ def models() -> dict[str, str]:
         (OUT / "fit.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         subprocess.run([sys.executable, "-m", "alcgap.cli", "fit", str(OUT / "fit.yaml"), "--run-dir", str(fit_dir)],
                        check=True)
-    return json.loads(summary.read_text())["models"]
+    return read_run_json(summary)["models"]
 
 
 def main() -> int:

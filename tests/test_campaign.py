@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -128,7 +129,8 @@ def test_a_moved_campaign_resumes_and_its_stop_rule_follows_todays_limits(campai
     run_dir, summary = campaign
     moved = tmp_path / "elsewhere" / "run"
     shutil.copytree(run_dir, moved)
-    assert str(run_dir) not in (moved / "iter-001" / "state.json").read_text()
+    for name in ("iter-001/state.json", "iter-001/exploration.json", "iter-001/metrics.json", "summary.json"):
+        assert str(run_dir) not in (moved / name).read_text(), name
     labels = len(LabelStore(moved / "data.db").rows(status=None))
     cut = resume_campaign(moved, stop={"max_iterations": 1})
     assert (cut["iterations"], cut["stopped_by"]) == (1, "max_iterations"), cut["why"]
@@ -162,22 +164,16 @@ class SlowVashishta(LammpsReference):
         return super().compute(atoms)
 
 
-KILLED_RUN = """
-import sys
-sys.path.insert(0, {tests!r})
-from test_campaign import QUICK, SlowVashishta
-from alcgap.config import load_campaign_config
-from alcgap.workflow.campaign import run_campaign
-config = dict(QUICK, stop={{"max_iterations": 1}})
-run_campaign(load_campaign_config(config), {run_dir!r}, reference=SlowVashishta.vashishta_sio2())
-"""
-
-
 def _session(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
     except OSError:
         return None
+
+
+def _session_of(sid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _running(int(p.name))
+            and _session(int(p.name)) == sid]
 
 
 def _running(pid: int) -> bool:
@@ -187,51 +183,50 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_campaign_killed_during_labelling_resumes_without_loss(tmp_path, monkeypatch):
-    run_dir = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
-    script = KILLED_RUN.format(tests=str(Path(__file__).parent), run_dir=str(run_dir))
-    child = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    store_path = run_dir / "data.db"
-    deadline = time.time() + 600
-    labelled_before = 0
-    try:
-        while time.time() < deadline and child.poll() is None:
-            if store_path.exists():
-                labelled_before = len(LabelStore(store_path).rows(origin="bootstrap"))
-                if labelled_before >= 3:
-                    break
-            time.sleep(0.3)
-    finally:
-        # the driver alone, mid-labelling, as an OOM kill or a lost login node does: its Parsl
-        # worker pools, in process groups of their own, go on labelling
-        child.kill()
-        child.wait()
-    assert labelled_before >= 3, f"the campaign never reached labelling: {child.stderr.read().decode()[-2000:]}"
-    state = json.loads((run_dir / "iter-000" / "state.json").read_text())
-    assert "label" not in state["stages"], "the kill came too late: labelling had finished"
-    orphans = stale_processes(run_dir)
-    assert orphans, "the killed driver's workers should still be running"
+def test_a_kill_sweep_loses_nothing_and_ends_where_the_unkilled_campaign_did(campaign, tmp_path):
+    """The same campaign as the module's, driven by ``alcgap run``/``resume``, SIGKILLed 6 times
+    (benchmarks/kill_sweep.py): in the bootstrap, the first fit, exploration MD and labelling,
+    the second fit and MD, each a random moment into its stage, and resumed at once. The first
+    kill hits the driver alone (an OOM kill): its watchdog stops what it left, with no resume.
+    At the end: 0 labels lost or changed, 0 computed twice, the same structures stored as in the
+    unkilled run, the same stop, and no process of any killed driver left."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import kill_sweep
 
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # Parsl workers unpickle SlowVashishta
-    before = {row.fingerprint: row.energy for row in LabelStore(store_path).rows(origin="bootstrap")}
-    summary = resume_campaign(run_dir, reference=SlowVashishta.vashishta_sio2())
-    assert summary["iterations"] == 1
-    assert not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid in orphans), \
-        "the resumed driver must stop what the dead one left running before it starts"
-    assert stale_processes(run_dir) == []
-    # nor any process of the dead driver's session: Parsl's interchange, which lost its mark
-    # when it renamed itself, included
-    session = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _running(int(p.name))
-               and _session(int(p.name)) == child.pid]
-    assert session == [], f"processes of the killed driver still running: {session}"
-    store = LabelStore(store_path)
-    no_duplicate_labels(store)
-    after = {row.fingerprint: row.energy for row in store.rows(origin="bootstrap")}
-    assert set(before) <= set(after) and all(after[k] == before[k] for k in before)  # nothing lost or redone
-    frames = json.loads((run_dir / "iter-000" / "state.json").read_text())["stages"]["label"]
-    assert frames["failed"] == 0 and len(after) == frames["labelled"]
+    run_dir, summary = campaign
+    source = tmp_path / "campaign.yaml"
+    source.write_text(yaml.safe_dump(QUICK, sort_keys=False))
+    killed = tmp_path / "killed"
+
+    def after_kill(event: dict) -> None:
+        if not event["driver_alone"]:
+            return
+        # its Parsl worker pools, in process groups of their own, would go on: the watchdog, in
+        # a session of its own, stops them (Parsl's interchange, which lost its mark when it
+        # renamed itself, included)
+        deadline = time.time() + 60
+        while time.time() < deadline and (stale_processes(killed) or _session_of(event["pid"])):
+            time.sleep(0.5)
+        assert stale_processes(killed) == [] and _session_of(event["pid"]) == [], \
+            f"processes of the killed driver still running: {_session_of(event['pid'])}"
+        log = (killed / "watchdog.log").read_text()
+        assert f"driver {event['pid']} of" in log and "stopped" in log, log  # there was something to stop
+
+    with open(tmp_path / "killed.log", "w") as log:
+        events = kill_sweep.sweep(source, killed, log, kills=6, seed=3, first_alone=True, on_kill=after_kill)
+    result = kill_sweep.compare(killed, run_dir, events)
+    print(json.dumps({k: v for k, v in result.items()}, indent=1))
+    assert events[-1].get("exit_code") == 0, (tmp_path / "killed.log").read_text()[-3000:]
+    assert result["kills"] == 6
+    where = result["killed_in"]
+    assert where[0].startswith("0/") and {"1/fit", "1/md"} <= set(where), where
+    assert result["labels_lost_or_changed"] == 0 and result["labels_computed_twice"] == 0
+    assert result["same_structures_as_unkilled"], result
+    assert result["stopped_by"] == [summary["stopped_by"]] * 2
+    assert result["processes_of_the_run_left"] == 0
+    for event in events[:-1]:
+        assert _session_of(event["pid"]) == [], f"driver {event['driver']} left processes running"
+    no_duplicate_labels(LabelStore(killed / "data.db"))
 
 
 def test_python_api_with_a_custom_selection(tmp_path, monkeypatch):
@@ -317,3 +312,59 @@ def test_a_pick_with_atoms_too_close_is_recorded_not_labelled_and_an_input_error
     with pytest.raises(LabellingStopped, match="unknown basis set FOO"):
         pending.drain()
     assert campaign.store.summary().by_status.get("input_error") == 1  # the refused label is kept, as failed
+
+
+def test_an_md_task_that_loses_a_rank_is_a_failure_the_campaign_survives_and_a_resume_reruns(tmp_path):
+    """A 2-rank exploration task loses a rank at its first checkpoint (SIGKILL, as a lost node or
+    an OOM kill: tests/data/kill_one_rank.sh as the site's MD launcher). The campaign goes on: the
+    task is recorded as failed, with why, and what it flagged up to its checkpoint is picked from.
+    The driver is then killed while the other task still runs; the resume runs the failed task
+    again (from its checkpoint), not counting it as done."""
+    site = yaml.safe_load((Path(__file__).parents[1] / "sites" / "local.yaml").read_text())
+    site["tasks"]["md"].update(ranks=2, launcher=f"bash {Path(__file__).parent / 'data' / 'kill_one_rank.sh'} "
+                                                 "'*-x1' $PARSL_MPI_PREFIX")
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
+    config = dict(QUICK, explore=dict(QUICK["explore"], checkpoint_every=100), stop={"max_iterations": 1})
+    (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    plan_path = run / "iter-001" / "exploration.json"
+    child = subprocess.Popen([sys.executable, "-m", "alcgap.cli", "run", str(tmp_path / "campaign.yaml"), "--site",
+                              str(tmp_path / "site.yaml"), "--run-dir", str(run)], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    failed = big = None
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and child.poll() is None:
+            try:
+                plan = json.loads(plan_path.read_text())
+            except (OSError, ValueError):
+                plan = {}
+            failed = next((s for t, s in plan.get("md", {}).items() if t.endswith("-x1")), None)
+            big = next((s for t, s in plan.get("md", {}).items() if t.endswith("-x2")), None)
+            if failed is not None and any(name.endswith("-x1") for name in plan.get("picks", {})):
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # the driver and its interchange, mid-exploration
+        child.wait()
+    assert failed is not None, f"the failure was never recorded: {child.stderr.read().decode()[-3000:]}"
+    assert big is None, "the kill came too late: the other task had finished"
+    # the campaign went on past the failure: recorded with why, and picked from
+    assert failed["verdict"] == "failed" and failed["failure"] == "interrupted", failed
+    assert "exit" in failed["why"].lower(), failed["why"]
+    task_id = next(t for t in plan["md"] if t.endswith("-x1"))
+    folder = run / "iter-001" / "md" / task_id
+    assert "killing rank" in (folder / "md.err").read_text()
+    assert not (folder / "result.json").exists()
+    salvaged = folder / "flagged-to-checkpoint.xyz"
+    if plan["picks"][task_id]["n_candidates"]:
+        assert all(a.info["md_step"] <= 100 for a in ase.io.read(salvaged, ":"))
+
+    summary = resume_campaign(run)  # the default site: no fault
+    assert summary["iterations"] == 1
+    again = json.loads(plan_path.read_text())["md"][task_id]
+    assert again["verdict"] in ("clean", "clustered"), again  # run again, to its end
+    result = json.loads((folder / "result.json").read_text())
+    assert result["resumed_from_step"] == 100 and result["steps_done"] == result["steps_requested"]
+    assert summary["metrics"][0]["runs"][task_id]["verdict"] == again["verdict"]
+    no_duplicate_labels(LabelStore(run / "data.db"))

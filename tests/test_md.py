@@ -367,3 +367,43 @@ def test_an_md_task_killed_mid_run_continues_from_its_checkpoint(tmp_path):
     result = json.loads((other.parent / "result.json").read_text())
     assert result["n_ranks"] == 2 and result["resumed_from_step"] == at
     assert [a.info["md_step"] for a in _frames(other.parent)] == list(range(50, 3001, 50))
+
+
+def test_a_lammps_error_on_one_of_two_ranks_mid_run_is_a_recorded_failure(tmp_path):
+    """A real LAMMPS error that one rank alone sees ("Pair distance < table inner cutoff", as an
+    aux table reached from below does), mid-run on two ranks: the task ends, not hangs; the rank
+    that saw it records why; the attempt is promoted whole, with what was flagged before the
+    failure; the exploration summary says "failed" (re-run on resume) and whose failure it is."""
+    import sys
+
+    from alcgap.workflow.explore import ExploreTask, md_summary
+
+    start = tmp_path / "start.xyz"
+    ase.io.write(start, beta_cristobalite())
+    # a zero table over O-O from 2.2 A: O-O pairs sit at 2.6 A in the crystal; heated, one comes closer
+    rows = "\n".join(f"{i + 1} {2.2 + 0.01 * i:.2f} 0.0 0.0" for i in range(100))
+    (tmp_path / "wall.table").write_text(f"OO\nN 100 R 2.2 3.19\n\n{rows}\n")
+    commands = vashishta_sio2_commands()
+    pair = ["pair_style hybrid/overlay vashishta table linear 100",
+            commands[1].replace("pair_coeff * *", "pair_coeff * * vashishta"),
+            f"pair_coeff 2 2 table {tmp_path / 'wall.table'} OO 3.19"]
+    task = MDTask(structure=str(start), force_field=ForceField.classical(pair, SPECIES),
+                  protocol=[nvt(2000, 300.0, 4000.0), nvt(1000, 4000.0)], timestep=1.0, seed=3, sample_every=20,
+                  monitor=MonitorSettings(every=10, min_distance={"Si-O": 1.5, "O-O": 2.35, "Si-Si": 2.9}),
+                  output_dir=str(tmp_path / "md"))
+    path = task.write(tmp_path / "task.json")
+    done = subprocess.run(mpiexec_command(path, 2), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0, "the table's inner cutoff was never reached"
+    folder = tmp_path / "md"
+    result = json.loads((folder / "result.json").read_text())
+    assert result["n_ranks"] == 2 and result["stopped_early"], result
+    assert "Pair distance < table inner cutoff" in result["stop_reason"]
+    assert 0 < result["steps_done"] < 3000
+    assert not list(folder.glob(".attempt-*"))  # promoted, not left half-written
+    flagged = ase.io.read(folder / "flagged.xyz", ":")
+    assert flagged and max(a.info["md_step"] for a in flagged) <= result["steps_done"] + 10
+    summary = md_summary(folder, ExploreTask(1, 3, 4000.0, 1), error=f"exit {done.returncode}")
+    assert (summary["verdict"], summary["failure"], summary["failure_of"]) == ("failed", "pair_inside_aux_table", "potential")
+    assert "table inner cutoff" in summary["why"] and summary["first_bad_step"] <= result["steps_done"] + 10
+    print(f"one rank's LAMMPS error at step {result['steps_done']}; exit {done.returncode}; {len(flagged)} flagged frames kept",
+          file=sys.stderr)

@@ -437,6 +437,27 @@ def load_checkpoint(final: Path, signature: str, attempt: Path) -> dict | None:
     return {**state, "restart": str(where / "restart.lmp")}
 
 
+def flagged_to_checkpoint(final: Path) -> Path | None:
+    """For a run that left no result (a rank killed, a node lost): the frames it flagged up to
+    its last checkpoint, the part of its attempt's ``flagged.xyz`` that checkpoint vouches for,
+    copied to ``flagged-to-checkpoint.xyz`` in ``final``; None without such a checkpoint."""
+    folder = Path(final) / CHECKPOINTS
+    try:
+        latest = json.loads((folder / "latest.json").read_text())
+        state = json.loads((folder / latest["checkpoint"] / "state.json").read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    size = state.get("sizes", {}).get("flagged.xyz")
+    source = Path(final) / state.get("attempt", "") / "flagged.xyz"
+    if not size or not source.is_file() or source.stat().st_size < size:
+        return None
+    out = Path(final) / "flagged-to-checkpoint.xyz"
+    with open(source, "rb") as reading, open(out.with_suffix(".part"), "wb") as writing:
+        writing.write(reading.read(size))
+    os.replace(out.with_suffix(".part"), out)
+    return out
+
+
 def restore_result(result: MDResult, resume: dict) -> None:
     for key, value in resume["result"].items():
         setattr(result, key, value)

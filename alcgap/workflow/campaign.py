@@ -35,8 +35,8 @@ from alcgap.structures import pair_name
 from alcgap.workflow import apps
 from alcgap.workflow.explore import FALLBACK, LEFTOVER, Exploration, ExploreTask, md_summary
 from alcgap.workflow.lock import RunLock
-from alcgap.workflow.state import (IterationState, iteration_dir, read_frames, write_atomic, write_frames_atomic,
-                                   write_json_atomic)
+from alcgap.workflow.state import (IterationState, iteration_dir, read_frames, read_run_json, relocatable, write_atomic,
+                                   write_frames_atomic, write_json_atomic)
 from alcgap.workflow.stop import Judgement, StopDecision, decide, gates
 
 console = Console(stderr=True)
@@ -85,6 +85,13 @@ class Pending:
                 else:
                     raise error
                 self.driver_seconds += time.perf_counter() - started
+
+
+def flagged_of(folder: Path) -> str:
+    """The frames an MD task flagged: its ``flagged.xyz``, or for a task killed before it ended,
+    those up to its last checkpoint."""
+    salvaged = folder / "flagged-to-checkpoint.xyz"
+    return str(salvaged if not (folder / "result.json").exists() and salvaged.exists() else folder / "flagged.xyz")
 
 
 def selection_details(atoms: Atoms) -> dict:
@@ -240,7 +247,7 @@ class Campaign:
         refused, and what a dead driver left running on this host is stopped first. SIGTERM (a
         batch job's walltime, ``kill``) ends the driver through its clean-up, which stops Parsl's
         workers; the checkpoints keep what finished."""
-        with RunLock(self.run_dir) as lock:
+        with RunLock(self.run_dir, watchdog=True) as lock:
             if lock.stopped:
                 console.log(f"stopped {len(lock.stopped)} process(es) a dead driver of {self.run_dir} left running")
             self._freeze_config()
@@ -516,13 +523,18 @@ class Campaign:
                                          str(state.dir / "select" / f"{name}.xyz"), fallback=fallback, onsets=onsets,
                                          select_fn=self.select_fn, model_xml=fitted["xml"]), picked)
 
-        def after_md(task: ExploreTask, folder: Path) -> None:
-            plan.record_md(task, md_summary(folder, task))
-            pick(task.id, [str(folder / "flagged.xyz")], known, plan.quotas[task.id])
+        def after_md(task: ExploreTask, folder: Path, error: str | None = None) -> None:
+            from alcgap.md.lammps import flagged_to_checkpoint
+
+            if error is not None and not (folder / "result.json").exists():
+                flagged_to_checkpoint(folder)  # killed: what its last checkpoint vouches for
+            plan.record_md(task, md_summary(folder, task, error))
+            # what it flagged before it failed is as selectable as any other run's
+            pick(task.id, [flagged_of(folder)], known, plan.quotas[task.id])
 
         def md_failed(task: ExploreTask, folder: Path, error: BaseException) -> None:
             console.log(f"[yellow]MD task {task.id} failed[/]: {str(error)[:300]} (see {folder / 'md.err'})")
-            after_md(task, folder)
+            after_md(task, folder, str(error)[:500])
 
         for task in tasks:
             folder = state.dir / "md" / task.id
@@ -534,7 +546,7 @@ class Campaign:
             pending.add(self.apps.explore(task_file), lambda _, task=task, folder=folder: after_md(task, folder),
                         lambda error, task=task, folder=folder: md_failed(task, folder, error))
         pending.drain()
-        flagged = [str(state.dir / "md" / t.id / "flagged.xyz") for t in tasks]
+        flagged = [flagged_of(state.dir / "md" / t.id) for t in tasks]
         pick(LEFTOVER, flagged, known + plan.pick_paths(), plan.left())
         pending.drain()
         if plan.chosen() == 0 and self._gate_fails(fitted, plan):
@@ -599,7 +611,7 @@ class Campaign:
                    "flag_distances": explored.get("flag_distances"),
                    "picks": {name: p.get("events", []) for name, p in plan.picks.items()},
                    "decision": decision.as_dict()}
-        write_json_atomic(state.dir / "metrics.json", metrics)
+        write_json_atomic(state.dir / "metrics.json", relocatable(metrics, self.run_dir))
         for task_id, summary in plan.md.items():
             where = f" first at step {summary['first_bad_step']}" if summary.get("first_bad_step") is not None else ""
             console.log(f"iteration {state.iteration}: {task_id} {summary['verdict']}{where}; "
@@ -623,9 +635,9 @@ class Campaign:
         summary = {"run_dir": str(self.run_dir), "iterations": last, "stopped_by": decision.rule, "why": decision.why,
                    "target_size": target, "target_is_10x": target == 10,
                    "store": str(self.store.summary()), "settings_hash": self.settings_hash,
-                   "metrics": [json.loads((iteration_dir(self.run_dir, k) / "metrics.json").read_text())
+                   "metrics": [read_run_json(iteration_dir(self.run_dir, k) / "metrics.json", self.run_dir)
                                for k in range(1, last + 1) if (iteration_dir(self.run_dir, k) / "metrics.json").exists()]}
-        write_json_atomic(self.run_dir / "summary.json", summary)
+        write_json_atomic(self.run_dir / "summary.json", relocatable(summary, self.run_dir))
         return summary
 
 

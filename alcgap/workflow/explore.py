@@ -67,14 +67,15 @@ def classify_md_failure(reason: str | None, has_result: bool = True) -> tuple[st
     return "unknown", "software"
 
 
-def md_summary(folder: Path, task: ExploreTask) -> dict:
+def md_summary(folder: Path, task: ExploreTask, error: str | None = None) -> dict:
     """What one finished MD task showed, from its ``result.json``: the verdict over every
     monitored frame ("clean" | "clustered" | "failed"), the step it first went wrong, the
-    temperature it reached."""
+    temperature it reached. ``error``: how its process ended, when it failed (the launcher's
+    exit code: a rank killed, a node lost), for a task that left no result of its own."""
     from alcgap.md.protocols import reached_temperature
 
     path = folder / "result.json"
-    result = json.loads(path.read_text()) if path.exists() else {"failed": True, "error": "no result.json"}
+    result = json.loads(path.read_text()) if path.exists() else {"failed": True, "error": f"no result.json: {error or 'killed'}"}
     if result.get("failed"):
         kind, whose = classify_md_failure(str(result.get("error", "")), path.exists())
         return {"verdict": "failed", "why": str(result.get("error", ""))[-500:], "first_bad_step": None, "size": task.size,
@@ -90,7 +91,11 @@ def md_summary(folder: Path, task: ExploreTask) -> dict:
         step = result.get("first_clustered_step")
         stop_step = _step_of(result.get("stop_reason", ""), result["steps_done"])
         kind, whose = classify_md_failure(result.get("stop_reason"))
-        summary.update(verdict="clustered", why=f"stopped early: {result.get('stop_reason')}",
+        # stopped by the package's own monitors (collapse, a non-finite energy): a result of the
+        # potential; ended by LAMMPS (lost atoms, a pair inside the table, any other error): the
+        # run did not finish, and a resume runs it again
+        verdict = "failed" if str(result.get("stop_reason", "")).startswith("LAMMPS error") else "clustered"
+        summary.update(verdict=verdict, why=f"stopped early: {result.get('stop_reason')}",
                        first_bad_step=min(s for s in (step, stop_step) if s is not None), failure=kind, failure_of=whose)
     elif result.get("first_clustered_step") is not None:
         summary.update(verdict="clustered", why=result.get("first_clustered"), first_bad_step=result["first_clustered_step"])

@@ -162,7 +162,7 @@ def aux_plot_data(aux: AuxFit) -> dict[str, dict]:
 def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
     """Run the whole composite fit in ``run_dir``; return (and write) the summary."""
     find_gap_fit()  # fail before any work if gap_fit is missing
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
     (run_dir / "fit.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     timings: dict[str, float] = {}
@@ -239,5 +239,9 @@ def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
         "timings_s": timings,
         "plots": sorted(str(p) for p in (run_dir / "plots").glob("*.png")),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    from alcgap.workflow.state import relocatable
+
+    # paths in the file relative to the run directory (read it back with read_run_json); the
+    # caller gets them as they are
+    (run_dir / "summary.json").write_text(json.dumps(relocatable(summary, run_dir), indent=1))
     return summary

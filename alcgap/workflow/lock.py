@@ -13,19 +13,27 @@ The driver marks its environment with ``ALCGAP_RUN_DIR``, which everything it st
 :func:`stale_processes` finds, on this host, every process with that mark for the run directory,
 and :func:`orphans_of` the dead driver's orphans that lost it (Parsl's interchange overwrites its
 environment when it renames itself); :meth:`RunLock.acquire` stops them (SIGTERM, then SIGKILL after ``grace`` seconds) before the
-resumed driver starts anything. Workers on other hosts (batch jobs) are not reached from here:
-their scheduler ends them at their walltime, or ``scancel``/``qdel`` does, and the atomic
-checkpoints make whatever they still write harmless (a finished stage is never re-read from a
-task folder that is being rewritten).
+resumed driver starts anything.
+
+A resume may never come, so a campaign's driver also starts a :func:`watch` process, in a session
+of its own (a kill of the driver's process group does not reach it). It polls the driver once a
+second; when the driver is gone without releasing its lock, it takes the lock and stops the same
+processes, then exits. Without their interchange, the worker pools of batch jobs on other hosts
+stop at Parsl's ``heartbeat_threshold`` (the site's ``executors.*.heartbeat_threshold``, 120 s
+by default), which ends their jobs. Whatever they still write is harmless: every MD attempt
+writes into a folder of its own, promoted only when it finishes, and a finished stage is never
+re-read from a task folder.
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -124,32 +132,77 @@ def stop_processes(pids: list[int], grace: float = 5.0) -> list[int]:
     return signalled
 
 
-class RunLock:
-    """``with RunLock(run_dir) as lock:``: exclusive ownership of a run directory by this driver."""
+def _try_lock(path: Path, wait: float = 0.0):
+    """An open handle on ``path`` holding its exclusive flock, or None if another process holds it
+    for longer than ``wait`` seconds."""
+    handle = open(path, "a+")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except OSError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                return None
+            time.sleep(0.2)
 
-    def __init__(self, run_dir: str | os.PathLike, grace: float = 5.0):
+
+def _read_owner(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def watch(run_dir: str | os.PathLike, pid: int, poll: float = 1.0, grace: float = 5.0) -> list[int]:
+    """Wait for driver ``pid`` of ``run_dir`` to end. If it ended without releasing the run (its
+    ``driver.json`` still names it), stop what it left running on this host; the pids stopped."""
+    run = Path(run_dir)
+    while _alive(pid) and (_read_owner(run / "driver.json") or {}).get("pid") == pid:
+        time.sleep(poll)
+    try:
+        handle = _try_lock(run / "driver.lock")
+    except OSError:  # the run directory is gone
+        return []
+    if handle is None:  # a new driver holds the run: it stops what is stale itself
+        return []
+    try:
+        owner = _read_owner(run / "driver.json") or {}
+        if owner.get("pid") != pid or _alive(pid):  # released cleanly, or still running
+            return []
+        return stop_processes(sorted(set(stale_processes(run)) | set(orphans_of(owner))), grace)
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+class RunLock:
+    """``with RunLock(run_dir) as lock:``: exclusive ownership of a run directory by this driver.
+    ``watchdog=True`` also starts :func:`watch` for this driver."""
+
+    def __init__(self, run_dir: str | os.PathLike, grace: float = 5.0, watchdog: bool = False):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "driver.lock"
         self.owner_path = self.run_dir / "driver.json"
         self.grace = grace
+        self.watchdog = watchdog
+        self._watcher: subprocess.Popen | None = None
         self._handle = None
         self._marker_before: str | None = None
         #: pids of a dead driver's processes that acquire() stopped
         self.stopped: list[int] = []
 
     def owner(self) -> dict | None:
-        try:
-            return json.loads(self.owner_path.read_text())
-        except (OSError, ValueError):
-            return None
+        return _read_owner(self.owner_path)
 
     def acquire(self) -> "RunLock":
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
+        handle = _try_lock(self.path)
+        if handle is None and self._owner_is_dead():
+            # a dead driver's watchdog holds the lock while it stops what the driver left running
+            handle = _try_lock(self.path, wait=self.grace + 10.0)
+        if handle is None:
             owner = self.owner() or {}
             raise CampaignBusy(
                 f"{self.run_dir} is being run by another driver (pid {owner.get('pid', '?')} on "
@@ -165,7 +218,19 @@ class RunLock:
         write_json_atomic(self.owner_path, {
             "host": socket.gethostname(), "pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)})
+        if self.watchdog:
+            environment = {k: v for k, v in os.environ.items() if k != RUN_MARKER}  # not a stale process itself
+            with open(self.run_dir / "watchdog.log", "ab") as log:
+                self._watcher = subprocess.Popen(
+                    [sys.executable, "-m", "alcgap.workflow.lock", "watch", str(self.run_dir.resolve()),
+                     str(os.getpid()), "--grace", str(self.grace)],
+                    env=environment, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=log)
         return self
+
+    def _owner_is_dead(self) -> bool:
+        owner = self.owner() or {}
+        return owner.get("host") == socket.gethostname() and bool(owner.get("pid")) and not _alive(int(owner["pid"]))
 
     def release(self) -> None:
         if self._handle is not None:
@@ -177,9 +242,32 @@ class RunLock:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+        if self._watcher is not None:
+            self._watcher.terminate()  # released cleanly: nothing to watch for
+            self._watcher.wait(timeout=10)
+            self._watcher = None
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m alcgap.workflow.lock")
+    commands = parser.add_subparsers(dest="command", required=True)
+    watcher = commands.add_parser("watch", help="stop what driver PID of RUN_DIR leaves running when it dies")
+    watcher.add_argument("run_dir")
+    watcher.add_argument("pid", type=int)
+    watcher.add_argument("--grace", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    stopped = watch(args.run_dir, args.pid, grace=args.grace)
+    if stopped:
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} driver {args.pid} of {args.run_dir} died; stopped {len(stopped)} "
+              f"process(es) it left running: {stopped}", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

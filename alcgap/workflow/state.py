@@ -74,7 +74,7 @@ def relocatable(data: Any, run_dir: str | os.PathLike) -> Any:
         return {key: relocatable(value, run_dir) for key, value in data.items()}
     if isinstance(data, (list, tuple)):
         return [relocatable(value, run_dir) for value in data]
-    if isinstance(data, str) and data.startswith(root):
+    if isinstance(data, str) and (data.startswith(root) or data == root[:-1]):
         return RUN_PREFIX + data[len(root):]
     return data
 
@@ -86,8 +86,15 @@ def located(data: Any, run_dir: str | os.PathLike) -> Any:
     if isinstance(data, list):
         return [located(value, run_dir) for value in data]
     if isinstance(data, str) and data.startswith(RUN_PREFIX):
-        return os.path.join(os.path.abspath(run_dir), data[len(RUN_PREFIX):])
+        return os.path.join(os.path.abspath(run_dir), data[len(RUN_PREFIX):]).rstrip(os.sep)
     return data
+
+
+def read_run_json(path: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Any:
+    """A JSON file the run wrote with :func:`relocatable` paths (``summary.json``, an iteration's
+    ``metrics.json``), its paths located in ``run_dir`` (default: the file's folder)."""
+    path = Path(path)
+    return located(json.loads(path.read_text()), path.parent if run_dir is None else run_dir)
 
 
 def iteration_dir(run_dir: str | os.PathLike, iteration: int) -> Path:

@@ -22,6 +22,7 @@ import ase.io
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from alcgap.structures import beta_cristobalite, supercell_with_atoms
+from alcgap.workflow.state import read_run_json
 
 import tables
 from claims import ReferenceCalculator
@@ -103,7 +104,7 @@ def fit_mode(scale: Scale, mode: str, out: Path) -> dict:
     run_dir = out / MODE_DIRS[mode] / "fit"
     summary = run_dir / "summary.json"
     if summary.exists():
-        return json.loads(summary.read_text())
+        return read_run_json(summary)
     return run_fit(load_fit_config(scale.fit_config(TRAINING_MODES[mode])), run_dir)
 
 
