@@ -768,10 +768,18 @@ class CampaignConfig(FitConfig):
     label: LabelSettings = Field(default_factory=LabelSettings)
     stop: StopSettings = Field(default_factory=StopSettings)
     traditional: bool = False
+    #: "composite": the package's method, a repulsive aux plus the main GAP on the residual.
+    #: "plain": the main GAP alone on the total reference energies, with no aux (no dimer scans,
+    #: no aux table in MD): the loop must learn the short range from its labels. The control of
+    #: benchmarks/campaign_aux.py; frozen with the run.
+    potential: Literal["composite", "plain"] = "composite"
 
     @model_validator(mode="after")
     def _campaign_consistent(self) -> "CampaignConfig":
         _check_pair_table("distances.flag", self.distances.flag, self.species)
+        if self.potential == "plain" and self.traditional:
+            raise ValueError("traditional: a plain campaign's model is itself the traditional GAP (no aux); "
+                             "drop traditional, or set potential: composite")
         if self.judge.target_size not in self.explore.sizes:
             raise ValueError(
                 f"judge.target_size={self.judge.target_size}: explore.sizes {self.explore.sizes} has no run at that "

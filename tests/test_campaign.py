@@ -237,12 +237,22 @@ def test_python_api_with_a_custom_selection(tmp_path, monkeypatch):
             atoms.info["flag_reasons"] = "custom: most uncertain"
         return ranked
 
-    # a force gate no model meets here, so that the campaign stops at its iteration limit
-    config = dict(QUICK, explore=dict(QUICK["explore"], sizes=[1]),
+    # a force gate no model meets here, so that the campaign stops at its iteration limit; and
+    # the plain potential (no aux, benchmarks/campaign_aux.py's control): no dimer scans, a main
+    # GAP on the total energies, exploration MD without an aux table
+    config = dict(QUICK, potential="plain", explore=dict(QUICK["explore"], sizes=[1]),
                   judge=dict(QUICK["judge"], target_size=1, max_force_rmse=0.05), stop={"max_iterations": 1})
     summary = run_campaign(config, tmp_path / "run", select_fn=most_uncertain_two)
     assert summary["iterations"] == 1 and summary["stopped_by"] == "max_iterations"
     store = LabelStore(tmp_path / "run" / "data.db")
+    assert {row.origin for row in store.rows(status=None) if row.natoms <= 2} == {"isolated"}  # no dimer scan
+    state = json.loads((tmp_path / "run" / "iter-001" / "state.json").read_text())["stages"]
+    assert state["fit"]["deployed"] == "plain" and state["fit"]["xml"].endswith("plain.xml")
+    from alcgap.calculator import component_labels
+
+    assert "aux" not in component_labels(tmp_path / "run" / "iter-001" / "fit" / "plain.xml")
+    in_lammps = next((tmp_path / "run" / "iter-001" / "md").glob("*/in.lammps")).read_text()
+    assert "pair_style" in in_lammps and "table" not in in_lammps
     explored = [row for row in store.rows() if row.origin.startswith("explore:")]
     assert 1 <= len(explored) <= 2
     assert all(row.data["selection_reason"] == "custom: most uncertain" for row in explored)

@@ -178,8 +178,11 @@ def _too_close_structure(path):
         ("too_close", ["data.structure", "far too close", "0.200 A"]),
         ({"reference": {"kind": "cp2k", "basis_set": "NO-SUCH-BASIS"}}, ["reference.basis_set", "'NO-SUCH-BASIS'"]),
         ("site", ["provider", "type"]),
+        ({"potential": "plain", "traditional": True}, ["traditional", "plain campaign", "potential: composite"]),
+        ({"potential": "no-aux"}, ["potential", "'composite' or 'plain'"]),
     ],
-    ids=["yaml", "negative-flag", "duplicate-pair", "overlapping-start", "cp2k-basis", "site-provider"],
+    ids=["yaml", "negative-flag", "duplicate-pair", "overlapping-start", "cp2k-basis", "site-provider", "plain-traditional",
+         "unknown-potential"],
 )
 def test_bad_campaign_input_is_refused_before_any_file(tmp_path, capsys, case, words):
     import shutil

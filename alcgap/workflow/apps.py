@@ -114,8 +114,10 @@ def fit_aux(config: dict, curves: dict, out_dir: str) -> dict:
             "record": aux.record()}
 
 
-def fit_main(config: dict, train: list[Atoms], test: list[Atoms], atom_energies: dict, aux_xml: str, out_dir: str) -> dict:
-    """Fit the main GAP on the residual of the training labels; held-out errors of the composite."""
+def fit_main(config: dict, train: list[Atoms], test: list[Atoms], atom_energies: dict, aux_xml: str | None,
+             out_dir: str) -> dict:
+    """Fit the main GAP on the residual of the training labels (on the labels themselves for a
+    ``potential: plain`` campaign, which has no aux); held-out errors of the deployed model."""
     from alcgap.analysis.metrics import error_metrics, parity_data
     from alcgap.analysis.plots import parity_plot
     from alcgap.calculator import GapCalculator
@@ -125,9 +127,10 @@ def fit_main(config: dict, train: list[Atoms], test: list[Atoms], atom_energies:
     settings = CampaignConfig.model_validate(config)
     out = Path(out_dir)
     started = time.time()
-    xml = fit_main_gap(train, settings.main, atom_energies, out / "fit", aux_xml=aux_xml, name="composite.xml",
-                       threads=settings.threads, seed=settings.seed)
-    models = {"composite": xml}
+    deployed = settings.potential  # "composite" or "plain"
+    xml = fit_main_gap(train, settings.main, atom_energies, out / "fit", aux_xml=aux_xml if deployed == "composite" else None,
+                       name=f"{deployed}.xml", threads=settings.threads, seed=settings.seed)
+    models = {deployed: xml}
     if settings.traditional:
         models["traditional"] = fit_main_gap(train, settings.main, atom_energies, out / "fit-traditional",
                                              name="traditional.xml", threads=settings.threads, seed=settings.seed)
@@ -148,7 +151,8 @@ def fit_main(config: dict, train: list[Atoms], test: list[Atoms], atom_energies:
                                       explore.variance_factor)
     else:
         variance = {"threshold": float(explore.variance_threshold), "set_by": "explore.variance_threshold"}
-    return {"xml": str(xml), "models": {k: str(v) for k, v in models.items()}, "errors": errors, "variance": variance,
+    return {"xml": str(xml), "deployed": deployed, "models": {k: str(v) for k, v in models.items()}, "errors": errors,
+            "variance": variance,
             "n_train": len(train), "n_test": len(test), "seconds": time.time() - started}
 
 

@@ -43,7 +43,7 @@ console = Console(stderr=True)
 log = logging.getLogger("alcgap.campaign")
 
 #: config sections that change what a label or the auxiliary means: a resume must not change them
-FROZEN_SECTIONS = ("species", "reference", "aux", "data", "seed")
+FROZEN_SECTIONS = ("species", "reference", "aux", "data", "seed", "potential")
 #: how a selection function looks: (flagged candidates, frames already known, budget) -> chosen
 SelectFn = Callable[[list[Atoms], list[Atoms], int], Sequence[Atoms]]
 
@@ -345,8 +345,11 @@ class Campaign:
 
             write_frames_atomic(state.dir / "start.xyz", [starting_structure(config)])
         self._stage(state, "dimers", self._dimers)
-        self._stage(state, "aux", lambda: self.apps.fit_aux(
-            self.app_config, state.get("dimers")["curves"], str(state.dir / "aux")).result())
+        if config.potential == "plain":  # no aux: the main GAP alone learns the short range
+            self._stage(state, "aux", lambda: {"aux_xml": None, "aux_table": None, "skipped": "potential: plain"})
+        else:
+            self._stage(state, "aux", lambda: self.apps.fit_aux(
+                self.app_config, state.get("dimers")["curves"], str(state.dir / "aux")).result())
         frames_path = state.dir / "bootstrap.xyz"
         self._stage(state, "bootstrap", lambda: {"frames": self.apps.bootstrap_md(
             self.app_config, str(frames_path)).result()})
@@ -402,7 +405,8 @@ class Campaign:
             structures.append(isolated(symbol))
             provenances.append(Provenance(0, "isolated"))
             keys.append(("atom", symbol, 0.0))
-        for pair, r_cut in config.aux.pair_cutoffs().items():
+        scans = config.aux.pair_cutoffs().items() if config.potential == "composite" else ()  # plain: the atoms only
+        for pair, r_cut in scans:
             for r in scan_grid(scan.r_min, r_cut, scan.step, scan.beyond_cutoff):
                 structures.append(isolated(pair[0] + pair[1], positions=[[0, 0, 0], [r, 0, 0]]))
                 provenances.append(Provenance(0, "dimer", min_distance=float(r)))
@@ -461,7 +465,7 @@ class Campaign:
                 raise RuntimeError("no held-out labels: label more bootstrap frames (data.sample_every) or raise data.test_fraction")
             write_frames_atomic(state.dir / "train.xyz", train)
             fitted = self.apps.fit_main(self.app_config, train, test, atom_energies, aux_xml, str(state.dir)).result()
-            console.log(f"iteration {iteration}: {len(train)} training frames; held-out {fitted['errors']['composite']}; "
+            console.log(f"iteration {iteration}: {len(train)} training frames; held-out {fitted['errors'][fitted['deployed']]}; "
                         f"variance threshold {fitted['variance']['threshold']:.3g} eV^2")
             return fitted
 
@@ -560,7 +564,7 @@ class Campaign:
 
     def _gate_fails(self, fitted: dict, plan: Exploration) -> bool:
         """Would this iteration fail to converge (errors over a gate, or a target run not clean)?"""
-        errors = fitted["errors"]["composite"]
+        errors = fitted["errors"][fitted.get("deployed", "composite")]
         judgement = Judgement(0, errors["energy_mae"], errors["force_rmse"], {t: s["verdict"] for t, s in plan.md.items()},
                               {t: s["size"] for t, s in plan.md.items()}, target_size=self.config.judge.target_size,
                               stress_rmse=errors.get("stress_rmse", float("nan")))
@@ -595,7 +599,7 @@ class Campaign:
             correlation = {"spearman": data["spearman"], "n_atoms": data["n_atoms"]}
             variance_error_plot(data, fitted["variance"]["threshold"], state.dir / "plots" / "variance_vs_error.png",
                                 title=f"iteration {state.iteration}: {len(new)} selected frames")
-        errors = fitted["errors"]["composite"]
+        errors = fitted["errors"][fitted.get("deployed", "composite")]
         n_labels = self.store.summary().by_status.get("ok", 0)  # failed rows are not labels
         explored = state.get("explore_select_label")
         judgement = Judgement(state.iteration, errors["energy_mae"], errors["force_rmse"], verdicts, sizes,
