@@ -107,7 +107,8 @@ def _stress(args) -> int:
     settings = {k: v for k, v in vars(args).items() if k != "command"}
     records = stress_sweep(potentials, args.species, start, Path(args.out), temperatures=args.temperatures,
                            seeds=args.seeds, densities=args.densities, steps=args.steps, timestep=args.timestep,
-                           aux_cutoffs=cutoffs, max_displacement=args.max_displacement or None)
+                           aux_cutoffs=cutoffs, max_displacement=args.max_displacement or None,
+                           pressures=[None] if not args.pressures else [None if p < 0 else p for p in args.pressures])
     write_sweep(records, Path(args.out), args.steps, settings=settings)
     print(f"wrote {Path(args.out) / 'stress.json'} and {Path(args.out) / 'survival.png'}")
     return 0
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="aux cutoffs per pair, A: a pair inside one is the first unphysical event")
     stress.add_argument("--temperatures", type=float, nargs="+", default=[3000.0, 6000.0, 9000.0])
     stress.add_argument("--densities", type=float, nargs="+", default=[1.0], help="multiples of the start's density")
+    stress.add_argument("--pressures", type=float, nargs="+", default=None,
+                        help="bar: also NPT runs at these pressures (-1: an NVT run beside them); default NVT only")
     stress.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     stress.add_argument("--steps", type=int, default=2000)
     stress.add_argument("--timestep", type=float, default=1.0, help="fs (the largest, with --max-displacement)")

@@ -41,6 +41,8 @@ class StressRun:
     temperature: float
     density: float
     seed: int
+    #: bar for an NPT run (the density is then where it starts); None: NVT
+    pressure_bar: float | None
     steps_requested: int
     steps_done: int = 0
     outcome: str = "survived"
@@ -54,20 +56,37 @@ class StressRun:
     min_distances: dict[str, float] = field(default_factory=dict)
     peak_temperature: float | None = None
     smallest_timestep_fs: float | None = None
+    #: drift of the thermostat's conserved energy (LAMMPS econserve) over the run, a least-squares
+    #: slope against simulated time: the integration error (meV/atom/ps)
+    energy_drift_meV_atom_ps: float | None = None
+    #: density at the end over the start structure's (NPT moves it; NVT keeps ``density``)
+    final_density: float | None = None
 
     @property
     def physical(self) -> bool:
         return self.first_unphysical_step is None
 
+    @property
+    def condition(self) -> str:
+        """What the potential was pushed with, one survival curve per potential each:
+        "6000 K", "6000 K, x1.2", "6000 K, x1.2, 10000 bar"."""
+        parts = [f"{self.temperature:g} K"]
+        if self.density != 1.0:
+            parts.append(f"x{self.density:g}")
+        if self.pressure_bar is not None:
+            parts.append(f"{self.pressure_bar:g} bar")
+        return ", ".join(parts)
+
 
 def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[str], start: Atoms, *,
                temperature: float, density: float, seed: int, steps: int, timestep: float, aux_cutoffs: Mapping[str, float],
-               max_displacement: float | None, monitor_every: int = 10, folder: Path) -> StressRun:
-    """One NVT run of the sweep (serial, in this process)."""
+               max_displacement: float | None, monitor_every: int = 10, folder: Path,
+               pressure: float | None = None) -> StressRun:
+    """One NVT run of the sweep (NPT at ``pressure`` bar if given), serial, in this process."""
     from alcgap.md.forces import ForceField
     from alcgap.md.lammps import run_md
     from alcgap.md.monitors import MonitorSettings
-    from alcgap.md.protocols import nvt
+    from alcgap.md.protocols import npt, nvt
     from alcgap.workflow.explore import classify_md_failure
 
     atoms = start.copy()
@@ -78,17 +97,23 @@ def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[st
     # flagged inside the aux cutoff; a collapse is a pair at half of it (the monitors' abort)
     monitor = MonitorSettings(every=monitor_every, min_distance={pair_name(p): r for p, r in cutoffs.items()},
                               collapse_fraction=0.5, collapse_max_pairs=0)
-    result = run_md(atoms, force_field, [nvt(steps, temperature)], timestep=timestep, seed=seed,
+    segment = nvt(steps, temperature) if pressure is None else npt(steps, temperature, pressure)
+    result = run_md(atoms, force_field, [segment], timestep=timestep, seed=seed,
                     sample_every=steps, monitor=monitor, output_dir=folder, max_displacement=max_displacement)
-    record = StressRun(name, temperature, density, seed, steps, steps_done=result.steps_done,
+    record = StressRun(name, temperature, density, seed, pressure, steps, steps_done=result.steps_done,
                        min_distances=dict(result.min_distances), peak_temperature=result.peak_temperature,
                        smallest_timestep_fs=result.smallest_timestep_fs)
-    for line in (folder / "monitor.jsonl").read_text().splitlines() if (folder / "monitor.jsonl").exists() else []:
-        entry = json.loads(line)
+    entries = [json.loads(line) for line in (folder / "monitor.jsonl").read_text().splitlines()] \
+        if (folder / "monitor.jsonl").exists() else []
+    for entry in entries:
         inside = [p for p, r in entry["min_distances"].items() if r < cutoffs.get(pair_key(*p.split("-")), 0.0)]
         if inside:
             record.first_inside_aux_step, record.first_inside_aux_pair = entry["step"], inside[0]
             break
+    record.energy_drift_meV_atom_ps = energy_drift(entries, len(atoms))
+    volume = (result.final_thermo or {}).get("vol")
+    if volume:
+        record.final_density = float(start.get_volume() / volume)
     if result.stopped_early:
         record.outcome, record.outcome_of = classify_md_failure(result.stop_reason)
         record.stop_reason = result.stop_reason
@@ -97,34 +122,55 @@ def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[st
     return record
 
 
+def energy_drift(entries: Sequence[dict], n_atoms: int) -> float | None:
+    """meV/atom/ps: the least-squares slope of the conserved energy against simulated time, over
+    the monitored steps of ``monitor.jsonl`` (None with fewer than 3 finite points)."""
+    points = [(e["time_fs"], e["conserved_eV"]) for e in entries
+              if e.get("time_fs") is not None and e.get("conserved_eV") is not None and np.isfinite(e["conserved_eV"])]
+    if len(points) < 3:
+        return None
+    time_fs, energy = np.array(points).T
+    if np.ptp(time_fs) <= 0:
+        return None
+    slope = np.polyfit(time_fs, energy, 1)[0]  # eV/fs
+    return float(slope * 1000.0 * 1000.0 / n_atoms)  # meV/atom/ps
+
+
 def stress_sweep(potentials: Mapping[str, str | list[str]], species: Sequence[str], start: Atoms, out: Path, *,
                  temperatures: Sequence[float], seeds: Sequence[int], densities: Sequence[float] = (1.0,),
                  steps: int = 2000, timestep: float = 1.0, aux_cutoffs: Mapping[str, float],
-                 max_displacement: float | None = 0.1, monitor_every: int = 10, progress=print) -> list[StressRun]:
-    """Every potential x temperature x density x seed, the same protocol for each."""
+                 max_displacement: float | None = 0.1, monitor_every: int = 10, pressures: Sequence[float | None] = (None,),
+                 progress=print) -> list[StressRun]:
+    """Every potential x temperature x density x pressure (None: NVT) x seed, the same protocol
+    for each."""
     records = []
     for temperature in temperatures:
         for density in densities:
-            for seed in seeds:
-                for name, model in potentials.items():
-                    folder = Path(out) / "runs" / f"{name}-T{temperature:g}-d{density:g}-s{seed}".replace("/", "_")
-                    record = stress_run(name, model, species, start, temperature=temperature, density=density,
-                                        seed=seed, steps=steps, timestep=timestep, aux_cutoffs=aux_cutoffs,
-                                        max_displacement=max_displacement, monitor_every=monitor_every, folder=folder)
-                    records.append(record)
-                    if progress:
-                        progress(f"{name} T={temperature:g} K density x{density:g} seed {seed}: {record.outcome}"
+            for pressure in pressures:
+                for seed in seeds:
+                    for name, model in potentials.items():
+                        ensemble = "" if pressure is None else f"-p{pressure:g}"
+                        folder = Path(out) / "runs" / f"{name}-T{temperature:g}-d{density:g}{ensemble}-s{seed}".replace("/", "_")
+                        record = stress_run(name, model, species, start, temperature=temperature, density=density,
+                                            seed=seed, steps=steps, timestep=timestep, aux_cutoffs=aux_cutoffs,
+                                            max_displacement=max_displacement, monitor_every=monitor_every,
+                                            folder=folder, pressure=pressure)
+                        records.append(record)
+                        if progress:
+                            progress(f"{name} {record.condition} seed {seed}: {record.outcome}"
                                  f"{'' if record.physical else f', unphysical from step {record.first_unphysical_step}'}; "
-                                 f"shortest {record.min_distances}")
+                                     f"shortest {record.min_distances}; drift {record.energy_drift_meV_atom_ps} meV/atom/ps")
     return records
 
 
 def survival(records: Sequence[StressRun], steps: int, points: int = 21) -> dict:
-    """Per potential and temperature: the fraction of runs still physical at each step of a grid."""
+    """Per potential and condition (:attr:`StressRun.condition`; the temperature alone for NVT at
+    the start's density): the fraction of runs still physical at each step of a grid."""
     grid = np.linspace(0, steps, points).round().astype(int).tolist()
     table = {}
     for run in records:
-        table.setdefault(run.potential, {}).setdefault(f"{run.temperature:g}", []).append(run)
+        key = f"{run.temperature:g}" if run.condition == f"{run.temperature:g} K" else run.condition
+        table.setdefault(run.potential, {}).setdefault(key, []).append(run)
     return {"steps": grid, "fraction_physical": {
         potential: {t: [float(np.mean([r.first_unphysical_step is None or r.first_unphysical_step > s for r in runs]))
                         for s in grid] for t, runs in by_t.items()} for potential, by_t in table.items()},
@@ -151,7 +197,8 @@ def plot_survival(table: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    temperatures = sorted({t for by_t in table["fraction_physical"].values() for t in by_t}, key=float)
+    temperatures = sorted({t for by_t in table["fraction_physical"].values() for t in by_t},
+                          key=lambda key: (float(key.split()[0]), key))
     fig, axes = plt.subplots(1, len(temperatures), figsize=(4.4 * len(temperatures), 4.4), squeeze=False)
     styles = [("-", 3.0), ("--", 2.0), (":", 2.0), ("-.", 1.5)]
     for ax, t in zip(axes[0], temperatures):
@@ -160,7 +207,7 @@ def plot_survival(table: dict, path: Path) -> None:
                 style, width = styles[k % len(styles)]
                 ax.step(table["steps"], by_t[t], where="post", linestyle=style, linewidth=width,
                         label=f"{potential} ({table['runs'][potential][t]} runs)")
-        ax.set(title=f"{t} K", xlabel="MD step", ylabel="fraction of runs still physical", ylim=(-0.05, 1.05))
+        ax.set(title=t if " " in t else f"{t} K", xlabel="MD step", ylabel="fraction of runs still physical", ylim=(-0.05, 1.05))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))

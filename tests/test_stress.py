@@ -61,3 +61,23 @@ def test_the_survival_table_is_the_per_run_records(tmp_path):
     assert table["fraction_physical"]["vashishta"]["20000"][-1] == 0.0
     assert table["fraction_physical"]["vashishta"]["3000"] == [1.0] * len(table["steps"])
     assert (tmp_path / "survival.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_energy_drift_and_npt_conditions_in_the_sweep(tmp_path):
+    """The conserved energy's drift tells a long step from a short one; an NPT condition is its
+    own survival curve, and its density moves where NVT's stays."""
+    runs = {}
+    for timestep in (0.5, 2.0):
+        runs[timestep] = stress_sweep({"vashishta": vashishta_sio2_commands()}, ["Si", "O"], beta_cristobalite(),
+                                      tmp_path / f"dt{timestep}", temperatures=[3000.0], seeds=[1], steps=400,
+                                      timestep=timestep, aux_cutoffs=CUTOFFS, max_displacement=None,
+                                      pressures=[None, 50000.0], progress=None)
+    nvt_drift = {dt: abs(next(r for r in rs if r.pressure_bar is None).energy_drift_meV_atom_ps) for dt, rs in runs.items()}
+    print(f"NVT drift of the conserved energy: {nvt_drift} meV/atom/ps")
+    assert nvt_drift[2.0] > 5 * nvt_drift[0.5]
+    nvt_run, npt_run = runs[0.5]
+    assert nvt_run.condition == "3000 K" and npt_run.condition == "3000 K, 50000 bar"
+    assert nvt_run.final_density == pytest.approx(1.0, abs=1e-9) and npt_run.final_density > 1.05
+    table = survival(runs[0.5], 400)
+    assert set(table["fraction_physical"]["vashishta"]) == {"3000", "3000 K, 50000 bar"}

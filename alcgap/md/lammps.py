@@ -37,7 +37,8 @@ from alcgap.md.monitors import Monitor, MonitorSettings, Verdict
 from alcgap.md.protocols import Segment, total_steps
 from alcgap.structures import lammps_path, pair_name
 
-THERMO = "step temp pe ke etotal press vol"
+#: econserve: etotal plus the energy the thermostat/barostat exchanged (its drift is the integration error)
+THERMO = "step temp pe ke etotal econserve press vol"
 
 
 @dataclass
@@ -193,7 +194,8 @@ class _Run:
         forces = atoms.arrays.pop("lammps_forces")
         atoms.calc = SinglePointCalculator(atoms, energy=thermo["pe"], free_energy=thermo["pe"], forces=forces)
         atoms.info.update(md_step=step, temperature=thermo["temp"], pressure_bar=thermo["press"],
-                          kinetic_energy=thermo["ke"], total_energy=thermo["etotal"])
+                          kinetic_energy=thermo["ke"], total_energy=thermo["etotal"], conserved_energy=thermo["econserve"],
+                          time_fs=float(self.lmp.extract_global("atime")) * 1000.0)
         if want_variance and self.backend.has_variance:
             atoms.arrays[VARIANCE] = np.array(self.backend.variance(step, atoms))
         return atoms
@@ -227,7 +229,8 @@ class _Run:
             self.write("flagged.xyz", flagged)
             result.n_flagged += 1
         if self.writer:
-            line = {"step": step, "temperature": atoms.info.get("temperature"), "max_variance": verdict.max_variance,
+            line = {"step": step, "time_fs": atoms.info.get("time_fs"), "temperature": atoms.info.get("temperature"),
+                    "conserved_eV": atoms.info.get("conserved_energy"), "max_variance": verdict.max_variance,
                     "clustered": verdict.clustered, "flags": verdict.flag_reasons,
                     "min_distances": {pair_name(p): r for p, r in verdict.min_distances.items()}}
             with open(self.workdir / "monitor.jsonl", "a") as stream:
@@ -566,8 +569,9 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
                     return
                 if checkpoint_every and step % checkpoint_every == 0 and step < last:
                     write_checkpoint(run, step, index, result)
+            # before the unfix: LAMMPS' econserve still reads the removed thermostat (a segfault)
+            result.final_thermo = run.thermo()
             run.command("unfix alcgap_md")
-        result.final_thermo = run.thermo()
     except MPIAbortException as err:
         # an error on one rank only (e.g. "Pair distance < table inner cutoff"): the other ranks
         # wait in a collective forever, so this rank reports and aborts the whole job
