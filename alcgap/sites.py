@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alcgap.config import read_yaml
 
@@ -259,23 +259,34 @@ class MPITaskSpec(Strict):
         return self.nodes or math.ceil(ranks * self.threads / cores_per_node)
 
 
-class CP2KTaskSpec(MPITaskSpec):
-    executable: str = "cp2k.psmp"
-    #: time limit of one CP2K call
-    walltime: Walltime = "00:30:00"
-
-
 class FitTaskSpec(Strict):
+    #: gap_fit's OpenMP threads (a fit runs on one worker of the serial executor, one at a time)
     threads: IntOrAuto = 1
-    #: GB one fit may use (None: not checked)
-    memory: float | None = Field(None, gt=0.0)
-    max_concurrent: int = Field(1, ge=1)
+
+
+#: keys a site once had that did nothing, and where what they meant lives now
+_GONE = {
+    ("cp2k", "walltime"): "the limit of one CP2K call is reference.walltime (seconds) in the campaign config",
+    ("cp2k", "executable"): "the CP2K executable is reference.executable in the campaign config",
+    ("fit", "memory"): "nothing requested or limited a fit's memory; size the serial block with "
+                       "executors.serial.provider.mem_per_node",
+    ("fit", "max_concurrent"): "a campaign fits one model at a time",
+}
 
 
 class Tasks(Strict):
     md: MPITaskSpec = Field(default_factory=MPITaskSpec)
-    cp2k: CP2KTaskSpec = Field(default_factory=CP2KTaskSpec)
+    cp2k: MPITaskSpec = Field(default_factory=MPITaskSpec)
     fit: FitTaskSpec = Field(default_factory=FitTaskSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_keys_that_did_nothing(cls, data):
+        if isinstance(data, dict):
+            for (kind, key), where in _GONE.items():
+                if isinstance(data.get(kind), dict) and key in data[kind]:
+                    raise ValueError(f"tasks.{kind}.{key} is not a site setting: {where}; remove it from the site")
+        return data
 
 
 class SiteSpec(Strict):
@@ -346,16 +357,18 @@ def load_site(source: str | Path | dict | None, run_dir: str | Path, cpu_count: 
     return Site(spec.name or "custom", spec, build_config(spec, run_dir / "parsl"), run_dir)
 
 
-def check_site(source: str | Path | dict | None, cpu_count: int | None = None) -> SiteSpec:
+def check_site(source: str | Path | dict | None, cpu_count: int | None = None,
+               cp2k_walltime: float | None = None) -> SiteSpec:
     """The site's resolved spec, checked; raise SiteError naming the field. Writes nothing and
-    starts nothing, so a campaign can call it before its first file."""
+    starts nothing, so a campaign can call it before its first file. ``cp2k_walltime``: seconds
+    of one CP2K call (the campaign's reference.walltime), checked against the blocks' walltime."""
     data, name = _read(DEFAULT_SITE if source is None else source)
     try:
         spec = SiteSpec.model_validate(data)
     except ValidationError as err:
         raise SiteError(_format_errors(err, name, data)) from None
     spec = _resolve(spec, cpu_count or os.cpu_count() or 1)
-    problems = _check(spec)
+    problems = _check(spec, cp2k_walltime)
     if problems:
         raise SiteError("\n".join([f"the site in {name} cannot work:"] + [f"  {p}" for p in problems]))
     return spec
@@ -458,8 +471,9 @@ def _resolve(spec: SiteSpec, cpu_count: int) -> SiteSpec:
     return spec
 
 
-def _check(spec: SiteSpec) -> list[str]:
-    """Cross-field checks: does each task fit the blocks it will run in?"""
+def _check(spec: SiteSpec, cp2k_walltime: float | None = None) -> list[str]:
+    """Cross-field checks: does each task fit the blocks it will run in (a CP2K call of
+    ``cp2k_walltime`` seconds, the campaign's reference.walltime, included)?"""
     problems = []
     for label in (SERIAL, MPI):
         provider = getattr(spec.executors, label).provider
@@ -512,20 +526,15 @@ def _check(spec: SiteSpec) -> list[str]:
                     f"{cores} cores ({where}.{cores_key}); raise tasks.{kind}.nodes or lower ranks"
                 )
     walltime = getattr(mpi.provider, "walltime", None)
-    if walltime and walltime_seconds(spec.tasks.cp2k.walltime) > walltime_seconds(walltime):
+    if walltime and cp2k_walltime and cp2k_walltime > walltime_seconds(walltime):
         problems.append(
-            f"tasks.cp2k.walltime: {spec.tasks.cp2k.walltime} is longer than a block ({where}.walltime "
+            f"reference.walltime: {cp2k_walltime:g} s for one CP2K call is longer than a block ({where}.walltime "
             f"{walltime}); no CP2K call could finish: shorten it or raise the block's walltime"
         )
     serial = spec.executors.serial.provider
     if spec.tasks.fit.threads > serial.cores():
         problems.append(
             f"tasks.fit.threads: {spec.tasks.fit.threads} > {serial.cores()} cores of executors.serial.provider"
-        )
-    memory, mem_per_node = spec.tasks.fit.memory, getattr(serial, "mem_per_node", None)
-    if memory and mem_per_node and memory > mem_per_node:
-        problems.append(
-            f"tasks.fit.memory: {memory} GB > executors.serial.provider.mem_per_node {mem_per_node} GB"
         )
     return problems
 

@@ -174,9 +174,13 @@ BROKEN = {
         lambda d: d["executors"]["mpi"]["provider"].update(launcher="srun"),
         ["executors.mpi.provider.launcher", "needs 'simple'"],
     ),
-    "CP2K call longer than a block": (
+    "a key that did nothing: the CP2K walltime": (
         lambda d: d["tasks"].update(cp2k={"walltime": "02:00:00"}),
-        ["tasks.cp2k.walltime", "longer than a block"],
+        ["tasks.cp2k.walltime is not a site setting", "reference.walltime"],
+    ),
+    "a key that did nothing: the fit's memory": (
+        lambda d: d["tasks"].update(fit={"threads": 1, "memory": 200}),
+        ["tasks.fit.memory is not a site setting", "mem_per_node"],
     ),
     "unknown mpi_launcher": (
         lambda d: d["executors"]["mpi"].update(mpi_launcher="mpirun"),
@@ -203,6 +207,45 @@ BROKEN = {
         ["tasks.md.ranks.2000", "16 ranks", "need 4 nodes", "at most 4"],
     ),
 }
+
+
+def test_a_cp2k_call_longer_than_a_block_is_refused_before_the_campaign_starts(tmp_path):
+    from alcgap.sites import check_site
+
+    site = _broken(lambda d: None)
+    check_site(site, cp2k_walltime=1800.0)  # within the blocks' walltime
+    with pytest.raises(SiteError, match=r"reference.walltime: 7200 s .* longer than a block"):
+        check_site(site, cp2k_walltime=7200.0)
+
+
+def test_a_throttle_holds_a_kind_of_task_to_its_limit_in_submission_order():
+    """tasks.<kind>.max_concurrent as the driver applies it, on real threads."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from alcgap.workflow.campaign import Throttle
+
+    throttle, lock, running, peak, order = Throttle(2), threading.Lock(), [0], [0], []
+
+    def work(k):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            order.append(k)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if k == 3:
+            raise RuntimeError("task 3 failed")
+        return k
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [throttle.submit(lambda k=k: pool.submit(work, k)) for k in range(7)]
+        results = [f.exception() or f.result() for f in futures]
+    assert peak[0] == throttle.peak == 2 and order == list(range(7))
+    assert [r for r in results if not isinstance(r, Exception)] == [0, 1, 2, 4, 5, 6]
+    assert str(results[3]) == "task 3 failed"  # a failure is handed on, and the next task still starts
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
@@ -278,19 +321,24 @@ def test_campaign_apps_start_md_and_cp2k_with_the_ranks_of_their_size(tmp_path, 
     data = site_data("local")
     data["tasks"]["md"]["ranks"] = {1: 1, 200: 2}
     data["tasks"]["cp2k"]["ranks"] = {1: 1, 20: 2}
+    data["tasks"]["md"]["max_concurrent"] = 1  # the two MD tasks below are submitted together
     site = load_site(data, tmp_path, cpu_count=2)
     load_parsl(site)
     reference = Cp2kReference(Cp2kSettings(method="xtb", walltime=120), ["Si", "O"], workdir=tmp_path / "cp2k")
     apps = CampaignApps(site, reference)
 
     ase.io.write(tmp_path / "start.xyz", beta_cristobalite())
+    futures = []
     for size in (1, 10):
         task = MDTask(structure=str(tmp_path / "start.xyz"), size_factor=size,
                       force_field=ForceField.classical(vashishta_sio2_commands(), ["Si", "O"]),
                       protocol=[Segment(steps=20, t_start=300, t_end=300)], sample_every=10,
                       output_dir=str(tmp_path / f"x{size}"))
         task_file = task.write(tmp_path / f"task-x{size}.json")
-        apps.explore(str(task_file)).result(timeout=180)
+        futures.append(apps.explore(str(task_file)))
+    for future in futures:
+        future.result(timeout=180)
+    assert apps.throttles["md"].limit == 1 and apps.throttles["md"].peak == 1  # one at a time, as the site says
     results = {size: json.loads((tmp_path / f"x{size}" / "result.json").read_text()) for size in (1, 10)}
     assert [(r["n_atoms"], r["n_ranks"], r["steps_done"]) for r in results.values()] == [(24, 1, 20), (240, 2, 20)]
 

@@ -129,6 +129,57 @@ def _label_meaning(dumped: dict, config: CampaignConfig | None) -> dict:
     return {**dumped, "reference": label_settings()} if label_settings else dumped
 
 
+class Throttle:
+    """At most ``limit`` tasks of one kind in flight (a site's ``tasks.<kind>.max_concurrent``);
+    the others wait, in the order they were submitted, and start as running ones end.
+    :meth:`submit` returns at once a future of the task's result."""
+
+    def __init__(self, limit: int):
+        import threading
+        from collections import deque
+
+        self.limit = max(1, int(limit))
+        self.running = 0
+        #: the most that ran at once (what a test of the limit reads)
+        self.peak = 0
+        self._waiting: deque = deque()
+        self._lock = threading.Lock()
+
+    def submit(self, start: Callable[[], Future]) -> Future:
+        result: Future = Future()
+        with self._lock:
+            self._waiting.append((start, result))
+        self._start_next()
+        return result
+
+    def _start_next(self) -> None:
+        while True:
+            with self._lock:
+                if self.running >= self.limit or not self._waiting:
+                    return
+                start, result = self._waiting.popleft()
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            try:
+                task = start()
+            except BaseException as err:  # noqa: BLE001  (handed to whoever waits on the result)
+                with self._lock:
+                    self.running -= 1
+                result.set_exception(err)
+                continue
+            task.add_done_callback(lambda done, result=result: self._finished(done, result))
+
+    def _finished(self, task: Future, result: Future) -> None:
+        with self._lock:
+            self.running -= 1
+        error = task.exception()
+        if error is not None:
+            result.set_exception(error)
+        else:
+            result.set_result(task.result())
+        self._start_next()
+
+
 class CampaignApps:
     """The apps of :mod:`alcgap.workflow.apps` bound to a site's executors and resources."""
 
@@ -136,6 +187,7 @@ class CampaignApps:
         from parsl import bash_app, python_app
 
         self.site = site
+        self.throttles = {kind: Throttle(getattr(site.tasks, kind).max_concurrent) for kind in ("md", "cp2k")}
         serial = [site.executor("fit")]
         mpi = [site.executor("md")]
         self.fit_aux = python_app(apps.fit_aux, executors=serial)
@@ -152,17 +204,17 @@ class CampaignApps:
             return self._label(reference, atoms, workdir)
         # the site's ranks for this structure's size (a dimer, a carved cell, a whole frame)
         task, n_atoms = self.site.tasks.cp2k, len(atoms)
-        return self._label(reference, atoms, workdir, launcher=task.launcher if task.ranks_for(n_atoms) > 1 else "",
-                           threads=task.threads,
-                           parsl_resource_specification=self.site.resource_specification("cp2k", n_atoms))
+        return self.throttles["cp2k"].submit(lambda: self._label(
+            reference, atoms, workdir, launcher=task.launcher if task.ranks_for(n_atoms) > 1 else "", threads=task.threads,
+            parsl_resource_specification=self.site.resource_specification("cp2k", n_atoms)))
 
     def explore(self, task_file: str) -> Future:
         task = self.site.tasks.md
         folder = Path(task_file).parent
-        return self._explore(apps.md_command(task_file, task.launcher, task.threads),
-                             stdout=str(folder / "md.out"), stderr=str(folder / "md.err"),
-                             parsl_resource_specification=self.site.resource_specification(
-                                 "md", apps.md_task_atoms(task_file)))
+        return self.throttles["md"].submit(lambda: self._explore(
+            apps.md_command(task_file, task.launcher, task.threads), stdout=str(folder / "md.out"),
+            stderr=str(folder / "md.err"),
+            parsl_resource_specification=self.site.resource_specification("md", apps.md_task_atoms(task_file))))
 
 
 def _explore_command(command: str, stdout=None, stderr=None, parsl_resource_specification=None) -> str:
@@ -185,7 +237,8 @@ class Campaign:
         self.run_dir = Path(run_dir).absolute()
         self.site_source = site
         # everything that can be wrong is found here, before any work starts or any file is written
-        check_site(site or "local")
+        check_site(site or "local", cp2k_walltime=getattr(self.config.reference, "walltime", None)
+                   if self.config.reference.kind == "cp2k" else None)
         try:
             self.reference = reference or make_reference(self.config.reference, self.config.species)
         except ValueError as err:  # a check that needs the species and the machine (CP2K's libraries)
