@@ -306,3 +306,96 @@ def test_oxygen_dimer_goes_to_the_isolated_atom_limit(fast_pbe):
     assert abs(curve.energy_at(4.5)) < 0.1  # seen: +0.016 eV
     assert curve.energy_at(1.0) > curve.energy_at(4.5)
     assert curve.energy_at(1.0) > 5.0  # the repulsive wall the auxiliary potential is fitted to
+
+
+# --------------------------------------------------------------------------- user input sections
+SECTIONS = """
+&GLOBAL
+  PRINT_LEVEL MEDIUM      ! more output than alcgap's LOW
+&END GLOBAL
+&FORCE_EVAL
+  &DFT
+    &SCF
+      EPS_SCF 2.0E-7
+    &END SCF
+    &PRINT
+      &MULLIKEN ON
+      &END MULLIKEN
+    &END PRINT
+  &END DFT
+&END FORCE_EVAL
+"""
+
+
+def test_input_sections_merge_into_the_generated_input():
+    """Sections are matched by name (KIND also by element), keywords replace or add, a section
+    parameter replaces the generated one; the structure's own sections are refused."""
+    fragment = SECTIONS + """
+&FORCE_EVAL
+  &DFT
+    &KPOINTS
+      SCHEME MONKHORST-PACK 2 2 2
+    &END KPOINTS
+    &XC
+      &XC_FUNCTIONAL PBE0
+      &END XC_FUNCTIONAL
+    &END XC
+  &END DFT
+  &SUBSYS
+    &KIND O
+      BASIS_SET TZVP-MOLOPT-GTH
+    &END KIND
+  &END SUBSYS
+&END FORCE_EVAL
+"""
+    plain = cp2k_input(beta_cristobalite(), Cp2kSettings(), 1)
+    merged = cp2k_input(beta_cristobalite(), Cp2kSettings(input_sections=fragment), 1)
+    assert "PRINT_LEVEL MEDIUM" in merged and "PRINT_LEVEL LOW" not in merged
+    assert merged.count("EPS_SCF") == 1 and "EPS_SCF 2.0E-7" in merged
+    assert "SCHEME MONKHORST-PACK 2 2 2" in merged and "&MULLIKEN ON" in merged
+    assert "&XC_FUNCTIONAL PBE0" in merged and "&XC_FUNCTIONAL PBE\n" not in merged
+    o_kind = merged.split("&KIND O", 1)[1].split("&END KIND", 1)[0]
+    si_kind = merged.split("&KIND Si", 1)[1].split("&END KIND", 1)[0]
+    assert "TZVP-MOLOPT-GTH" in o_kind and "DZVP-MOLOPT-SR-GTH" not in o_kind and "DZVP-MOLOPT-SR-GTH" in si_kind
+    assert merged.count("&COORD") == 1 and merged.count("Si ") == plain.count("Si ")  # the structure untouched
+    # without sections the input is the built-in one, and so is the label's identity
+    assert cp2k_input(beta_cristobalite(), Cp2kSettings(input_sections=None), 1) == plain
+    assert "input_sections" not in Cp2kSettings().label_settings()
+    assert Cp2kSettings(input_sections=SECTIONS).label_settings()["input_sections"] == SECTIONS
+
+
+@pytest.mark.parametrize("fragment, words", [
+    ("&FORCE_EVAL\n  &DFT\n&END FORCE_EVAL\n", ["input_sections, line 3", "ends &DFT, which is still open"]),
+    ("&FORCE_EVAL\n  &DFT\n  &END DFT\n", ["&FORCE_EVAL is never closed"]),
+    ("EPS_SCF 1e-7\n", ["keyword 'EPS_SCF' outside any section"]),
+    ("&FORCE_EVAL\n &SUBSYS\n  &COORD\n   O 0 0 0\n  &END COORD\n &END SUBSYS\n&END FORCE_EVAL\n",
+     ["&FORCE_EVAL/&SUBSYS/&COORD comes from each structure"]),
+], ids=["crossed-end", "unclosed", "bare-keyword", "coordinates"])
+def test_a_malformed_input_section_is_refused_naming_the_line(fragment, words):
+    with pytest.raises(ValidationError) as err:
+        Cp2kSettings(input_sections=fragment)
+    for text in words:
+        assert text in str(err.value)
+
+
+@needs_cp2k
+def test_input_sections_reach_cp2k_and_a_section_cp2k_refuses_is_an_input_error(tmp_path):
+    """Real xTB runs of a small molecule: the merged input is the one kept and run (CP2K reports
+    the merged EPS_SCF and prints the Mulliken charges it was asked for); a keyword CP2K does not
+    know fails once, as an input error with CP2K's own words, with no recovery rung."""
+    molecule = Atoms("OSiO", positions=[[2.0, 3, 3], [3.55, 3, 3], [5.1, 3, 3]], cell=[7, 6, 6], pbc=True)
+    good = Cp2kReference(Cp2kSettings(method="xtb", walltime=120, input_sections=SECTIONS), ["Si", "O"],
+                         workdir=tmp_path / "good")
+    label = good.compute(molecule)
+    assert label.ok, label.reason
+    folder = Path(label.info["directory"])
+    assert "EPS_SCF 2.0E-7" in (folder / "cp2k.inp").read_text()
+    output = (folder / "cp2k.out").read_text()
+    assert "MULLIKEN POPULATION ANALYSIS" in output
+    assert "2.00E-07" in output  # CP2K's echo of the SCF settings it ran with
+    bad = Cp2kReference(Cp2kSettings(method="xtb", walltime=120, input_sections=SECTIONS.replace(
+        "EPS_SCF 2.0E-7", "NO_SUCH_KEYWORD 1")), ["Si", "O"], workdir=tmp_path / "bad")
+    label = bad.compute(molecule)
+    assert label.status is LabelStatus.INPUT_ERROR and label.fatal
+    assert "NO_SUCH_KEYWORD" in label.reason
+    assert "recovery" not in label.info

@@ -139,6 +139,30 @@ class Cp2kSettings(BaseModel):
     #: file names (inside data_dir) or paths of the basis-set and pseudopotential libraries
     basis_file: str = "BASIS_MOLOPT"
     potential_file: str = "GTH_POTENTIALS"
+    #: CP2K input merged into the generated input, section by section (k-points, another SCF
+    #: guess, a restart from a wavefunction, an XC functional outside ``xc``):
+    #: alcgap.reference.cp2k_sections. It changes the labels: part of their settings
+    input_sections: str | None = None
+
+    @field_validator("input_sections")
+    @classmethod
+    def _sections_well_formed(cls, value: str | None) -> str | None:
+        if value:
+            from alcgap.reference.cp2k_sections import parse
+
+            tree = parse(value, "input_sections")  # raises naming the line
+            generated = {("FORCE_EVAL", "SUBSYS", "COORD"), ("FORCE_EVAL", "SUBSYS", "CELL")}
+
+            def walk(section, path):
+                for child in section.sections:
+                    where = path + (child.name.upper(),)
+                    if where in generated:
+                        raise ValueError(f"input_sections: &{'/&'.join(where)} comes from each structure "
+                                         "being labelled; leave it out")
+                    walk(child, where)
+
+            walk(tree, ())
+        return value
 
     @field_validator("executable")
     @classmethod
@@ -213,6 +237,8 @@ class Cp2kSettings(BaseModel):
         # file names, not machine-specific paths: the same library on two machines is one label
         out["basis_file"] = Path(self.basis_file).name
         out["potential_file"] = Path(self.potential_file).name
+        if not out.get("input_sections"):  # the labels of settings made before it existed stay the same labels
+            out.pop("input_sections", None)
         if self.method == "xtb":
             for name in ("xc", "basis_set", "pseudopotential", "cutoff", "rel_cutoff", "basis_file", "potential_file", "dispersion"):
                 out.pop(name)
@@ -349,7 +375,9 @@ def cp2k_input(atoms: Atoms, settings: Cp2kSettings, multiplicity: int, scf: Scf
         "  &END PRINT",
         "&END FORCE_EVAL",
     ]
-    return "\n".join(lines) + "\n"
+    from alcgap.reference.cp2k_sections import merged_input
+
+    return merged_input("\n".join(lines) + "\n", settings.input_sections)
 
 
 def _indent(lines: list[str], n: int) -> list[str]:
