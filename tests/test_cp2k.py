@@ -399,3 +399,40 @@ def test_input_sections_reach_cp2k_and_a_section_cp2k_refuses_is_an_input_error(
     assert label.status is LabelStatus.INPUT_ERROR and label.fatal
     assert "NO_SUCH_KEYWORD" in label.reason
     assert "recovery" not in label.info
+
+
+# --------------------------------------------------------------------------- checks where CP2K runs
+def test_check_on_compute_defers_the_machine_checks_to_where_the_labels_run(tmp_path):
+    """A login node without CP2K: the settings are made there unchecked; the worker checks them
+    before its first calculation, and a machine that cannot run them fails that label as an input
+    error (labelling stops) naming the field."""
+    missing = Cp2kSettings(method="xtb", executable="no-such-cp2k.psmp", check_on="compute")
+    assert missing.data_dir is None  # nothing looked up on the driver
+    with pytest.raises(ValueError, match="executable: 'no-such-cp2k.psmp' is not on PATH"):
+        missing.on_this_machine()
+    label = Cp2kReference(missing, ["Si", "O"], workdir=tmp_path).compute(isolated("O"))
+    assert label.status is LabelStatus.INPUT_ERROR and label.fatal and "executable" in label.reason
+    with pytest.raises(ValidationError, match="set check_on: compute"):  # the driver-side message says how
+        Cp2kSettings(method="xtb", executable="no-such-cp2k.psmp")
+    assert "check_on" not in missing.label_settings()  # where it is checked does not change a label
+
+
+@needs_cp2k
+def test_check_on_compute_finds_cp2k_and_its_data_where_it_runs(tmp_path):
+    reference = Cp2kReference(Cp2kSettings(method="xtb", check_on="compute", walltime=60), ["Si", "O"], workdir=tmp_path)
+    assert Path(reference.check_here(), "xTB_parameters").is_file()
+    assert reference.compute(isolated("O")).ok
+
+
+@needs_cp2k
+def test_a_campaign_checks_its_reference_on_the_compute_side_before_any_label(tmp_path):
+    from alcgap.config import ConfigError
+    from alcgap.store import LabelStore
+    from alcgap.workflow.campaign import run_campaign
+
+    config = {"species": ["Si", "O"], "reference": {"kind": "cp2k", "method": "xtb", "check_on": "compute",
+                                                    "executable": "no-such-cp2k.psmp"}}
+    with pytest.raises(ConfigError, match="check where the labels run failed: .*executable: 'no-such-cp2k.psmp'"):
+        run_campaign(config, tmp_path / "run")
+    assert LabelStore(tmp_path / "run" / "data.db").rows(status=None) == []
+    assert not (tmp_path / "run" / "iter-000" / "state.json").exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import signal
 import subprocess
 import tempfile
@@ -164,27 +165,37 @@ class Cp2kSettings(BaseModel):
             walk(tree, ())
         return value
 
-    @field_validator("executable")
-    @classmethod
-    def _executable_exists(cls, value: str) -> str:
-        if shutil.which(value) is None:
-            raise ValueError(
-                f"executable: {value!r} is not on PATH; install Debian's `cp2k` package "
-                "(apt-get install cp2k gives cp2k.psmp) or set executable to the full path of your cp2k.psmp"
-            )
-        return value
-
-    @field_validator("launch_prefix")
-    @classmethod
-    def _launcher_exists(cls, value: list[str]) -> list[str]:
-        if value and shutil.which(value[0]) is None:
-            raise ValueError(f"launch_prefix: launcher {value[0]!r} is not on PATH; give its full path or leave launch_prefix empty")
-        return value
+    #: where the executable, the launcher and the data files are checked: "driver" (when the
+    #: settings are made, before anything runs) or "compute" (for a login node without CP2K: by a
+    #: first task on the MPI executor, where the labels run, before the campaign's first label;
+    #: and again by each worker before its first calculation)
+    check_on: Literal["driver", "compute"] = "driver"
 
     @model_validator(mode="after")
     def _data_files_exist(self) -> "Cp2kSettings":
         if self.scf_solver is None:
             self.scf_solver = "ot" if self.method == "xtb" else "diagonalization"
+        if self.check_on == "driver":
+            self._check_machine()
+        return self
+
+    def on_this_machine(self) -> "Cp2kSettings":
+        """These settings checked here (executable, launcher, data files), with ``data_dir``
+        resolved: what a compute-side check runs. Raises ValueError naming the field."""
+        checked = self.model_copy(update={"check_on": "driver"})
+        checked._check_machine()
+        return checked
+
+    def _check_machine(self) -> None:
+        if shutil.which(self.executable) is None:
+            raise ValueError(
+                f"executable: {self.executable!r} is not on PATH; install Debian's `cp2k` package "
+                "(apt-get install cp2k gives cp2k.psmp) or set executable to the full path of your cp2k.psmp"
+                + ("" if self.check_on == "compute" else "; on a login node without CP2K, set check_on: compute")
+            )
+        if self.launch_prefix and shutil.which(self.launch_prefix[0]) is None:
+            raise ValueError(f"launch_prefix: launcher {self.launch_prefix[0]!r} is not on PATH; give its full path or "
+                             "leave launch_prefix empty")
         if self.data_dir is None:
             self.data_dir = find_data_dir(self.executable)
             if self.data_dir is None:
@@ -202,7 +213,6 @@ class Cp2kSettings(BaseModel):
             if not self.data_path(name).is_file():
                 raise ValueError(f"{field_name}: {name!r} not found (looked in data_dir {self.data_dir}); give an existing file or another data_dir")
         _check_launcher_mpi(self.launch_prefix, self.executable)
-        return self
 
     def data_path(self, name: str) -> Path:
         path = Path(name)
@@ -231,7 +241,7 @@ class Cp2kSettings(BaseModel):
     def label_settings(self) -> dict[str, Any]:
         """The settings that change a label: not where or how CP2K runs (launcher, threads, walltime)."""
         # nor how failures are recovered: a recovered label records its rung in label.info
-        skip = {"kind", "executable", "launch_prefix", "omp_threads", "walltime", "data_dir",
+        skip = {"kind", "executable", "launch_prefix", "omp_threads", "walltime", "data_dir", "check_on",
                 "hang_timeout", "scf_recovery", "max_recovery_rungs", "retry_timeout", "ot_minimizer"}
         out = self.model_dump(mode="json", exclude=skip)
         # file names, not machine-specific paths: the same library on two machines is one label
@@ -774,8 +784,23 @@ class Cp2kReference(Reference):
     def __init__(self, settings: Cp2kSettings, species: list[str] | tuple[str, ...], workdir: str | Path | None = None):
         self.config = settings
         self.species = list(species)
-        settings.check_species(self.species)
+        for symbol in self.species:  # elements: checked anywhere; their library entries where CP2K is
+            if symbol not in atomic_numbers or symbol == "X":
+                raise ValueError(f"species: {symbol!r} is not a chemical element symbol")
+        self._checked = settings.check_on == "driver"
+        if self._checked:
+            settings.check_species(self.species)
         self._workdir = Path(workdir) if workdir is not None else None
+
+    def check_here(self) -> str:
+        """The machine checks of ``check_on: compute``, where this runs (once per process): the
+        executable, the launcher, the data files and the species' library entries. Returns the
+        data directory found; raises ValueError naming the field."""
+        if not self._checked:
+            checked = self.config.on_this_machine()
+            checked.check_species(self.species)
+            self.config, self._checked = checked, True
+        return str(self.config.data_dir)
 
     @property
     def workdir(self) -> Path:
@@ -838,6 +863,10 @@ class Cp2kReference(Reference):
         purpose): callers that must screen structures use :func:`alcgap.reference.contacts.too_close_pairs`.
         """
         start = time.perf_counter()
+        try:
+            self.check_here()
+        except ValueError as err:  # check_on: compute, and this machine cannot run these settings
+            return Label(LabelStatus.INPUT_ERROR, reason=f"reference (checked on {socket.gethostname()}): {err}")
         try:
             work, multiplicity = self.prepare(atoms)
         except ValueError as err:

@@ -91,6 +91,12 @@ def label_structure(reference: Reference, atoms: Atoms, workdir: str, launcher: 
     return label, started, finished
 
 
+def check_reference(reference: Reference, parsl_resource_specification: dict | None = None) -> str:
+    """``check_on: compute``: the reference's machine checks where its labels run (the worker's
+    node); what it found (the data directory)."""
+    return reference.check_here()
+
+
 # -- fitting ----------------------------------------------------------------------------------
 
 def fit_aux(config: dict, curves: dict, out_dir: str) -> dict:

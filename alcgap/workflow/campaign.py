@@ -197,6 +197,11 @@ class CampaignApps:
         # a DFT code runs on the MPI executor with its ranks; a classical stand-in is a serial call
         self._dft = hasattr(getattr(reference, "config", None), "launch_prefix")
         self._label = python_app(apps.label_structure, executors=mpi if self._dft else serial)
+        self._check_reference = python_app(apps.check_reference, executors=mpi)
+
+    def check_reference(self, reference: Reference) -> Future:
+        """The reference's machine checks on the MPI executor, where CP2K runs (check_on: compute)."""
+        return self._check_reference(reference, parsl_resource_specification=self.site.resource_specification("cp2k", 1))
         self._explore = bash_app(_explore_command, executors=mpi)
 
     def label(self, reference: Reference, atoms: Atoms, workdir: str) -> Future:
@@ -311,6 +316,7 @@ class Campaign:
                                 format="%(asctime)s %(levelname)s %(message)s")
             previous = _exit_on_sigterm()
             try:
+                self._check_reference_on_compute()
                 self._bootstrap()
                 decision = StopDecision(False, "continue", "")
                 iteration = 0
@@ -326,6 +332,17 @@ class Campaign:
                 if previous is not None:
                     signal.signal(signal.SIGTERM, previous)
         return summary
+
+    def _check_reference_on_compute(self) -> None:
+        """``reference.check_on: compute``: the checks the login node could not make, made by a
+        first task where the labels run, before any label."""
+        if getattr(getattr(self.reference, "config", None), "check_on", "driver") != "compute":
+            return
+        try:
+            found = self.apps.check_reference(self.reference).result()
+        except Exception as err:  # noqa: BLE001  (the worker's ValueError, named by field)
+            raise ConfigError(f"reference (check_on: compute): the check where the labels run failed: {err}") from None
+        console.log(f"reference checked on the compute side: CP2K data in {found}")
 
     def _stage(self, state: IterationState, name: str, work: Callable[[], dict]) -> dict:
         if state.done(name):
