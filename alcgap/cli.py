@@ -38,39 +38,55 @@ def _print_summary(summary: dict) -> None:
     console.print(f"plots: {', '.join(summary['plots'])}\nsummary: {Path(summary['run_dir']) / 'summary.json'}")
 
 
-def _status(run_dir: Path) -> int:
-    """Iteration, stage, labels, last errors and clustering verdicts of a campaign."""
+def _status(run_dir: Path, width: int | None = None) -> int:
+    """Iteration, stage, labels, last errors and run verdicts of a campaign, in 80 columns; and,
+    while a driver runs, its live progress (``progress.json``)."""
     import json
 
     from rich.console import Console
     from rich.table import Table
 
+    from alcgap.workflow.lock import _alive
+    from alcgap.workflow.progress import ProgressBoard
     from alcgap.workflow.state import IterationState
 
-    console = Console()
+    console = Console(width=width or min(Console().width, 100))
     if not (run_dir / "campaign.yaml").exists():
         print(f"alcgap: {run_dir} holds no campaign (no campaign.yaml)", file=sys.stderr)
         return 2
-    table = Table(title=f"campaign {run_dir}")
-    for column in ("iteration", "stages done", "labels (ok/failed)", "energy MAE", "force RMSE", "clustering", "decision"):
-        table.add_column(column)
+    table = Table(title=f"campaign {run_dir.name}", title_justify="left", pad_edge=False)
+    for column, justify in (("iter", "right"), ("stages", "left"), ("labels ok/fail", "right"),
+                            ("E MAE meV/at", "right"), ("F RMSE eV/A", "right"), ("runs clean", "right"),
+                            ("decision", "left")):
+        table.add_column(column, justify=justify, no_wrap=True)
+    order = {0: ["dimers", "aux", "bootstrap", "label", "split", "distances"]}
     for folder in sorted(run_dir.glob("iter-[0-9][0-9][0-9]")):
         state = IterationState(run_dir, int(folder.name[5:]))
         metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
         errors = metrics.get("errors", {})
         labelled = [stage.get("labelled") for stage in state.stages.values() if "labelled" in stage]
         failed = [stage.get("failed") for stage in state.stages.values() if "failed" in stage]
-        table.add_row(str(state.iteration), ", ".join(state.stages) or "-",
+        stages = order.get(state.iteration, ["fit", "explore_select_label", "judge"])
+        missing = [name for name in stages if name not in state.stages]
+        verdicts = list(metrics.get("clustering", {}).values())
+        table.add_row(str(state.iteration), "done" if not missing else f"at {missing[0].split('_')[0]}",
                       f"{sum(labelled)}/{sum(failed)}" if labelled else "-",
-                      f"{errors['energy_mae']:.2f} meV/atom" if errors else "-",
-                      f"{errors['force_rmse']:.3f} eV/A" if errors else "-",
-                      ", ".join(f"{k}: {v}" for k, v in metrics.get("clustering", {}).items()) or "-",
+                      f"{errors['energy_mae']:.2f}" if errors else "-", f"{errors['force_rmse']:.3f}" if errors else "-",
+                      f"{verdicts.count('clean')}/{len(verdicts)}" if verdicts else "-",
                       metrics.get("decision", {}).get("rule", "-"))
     console.print(table)
     if (run_dir / "data.db").exists():
         from alcgap.store import LabelStore
 
         console.print(f"store: {LabelStore(run_dir / 'data.db').summary()}")
+    owner = json.loads((run_dir / "driver.json").read_text()) if (run_dir / "driver.json").exists() else None
+    progress = run_dir / "progress.json"
+    if owner and _alive(int(owner.get("pid", 0))) and progress.exists():
+        for line in ProgressBoard.lines(json.loads(progress.read_text())):
+            console.print(line, highlight=False)
+    elif owner:
+        console.print(f"not running: its driver (pid {owner.get('pid')} on {owner.get('host')}) is gone; "
+                      f"`alcgap resume {run_dir}` continues it")
     if (run_dir / "summary.json").exists():
         from alcgap.workflow.state import read_run_json
 

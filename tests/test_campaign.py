@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import ase.io
+import numpy as np
 import pytest
 import yaml
 
@@ -103,14 +104,47 @@ def test_campaign_learns_and_stops_on_the_target_size(campaign):
     no_duplicate_labels(store)
 
 
-def test_status_and_report_of_a_finished_campaign(campaign):
-    from alcgap.cli import main
+def test_status_and_report_of_a_finished_campaign(campaign, capsys):
+    from alcgap.cli import _status, main
 
     run_dir, _ = campaign
     assert main(["status", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert _status(run_dir, width=80) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in shown) <= 80, shown
+    rows = [line for line in shown if line.startswith("│") and line.split("│")[1].strip().isdigit()]
+    assert len(rows) == len(list(run_dir.glob("iter-[0-9][0-9][0-9]")))  # one line per iteration: nothing wraps
     assert main(["report", str(run_dir)]) == 0
     page = run_dir / "report" / "index.html"
     assert page.exists() and "data:image/png;base64" in page.read_text()
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert report["problems"] == []
+    campaign = report["campaign"]
+    assert campaign["status"]["state"] == "finished" and campaign["status"]["stopped_by"] == "converged"
+    # the aux against its reference points: zero from the cutoff on, repulsive and monotone below
+    assert set(campaign["aux_curves"]) == {"Si-Si", "Si-O", "O-O"}
+    for name, curve in campaign["aux_curves"].items():
+        r, e = np.array(curve["aux_r"]), np.array(curve["aux_eV"])
+        assert np.all(e[r >= curve["cutoff"]] == 0.0) and np.all(np.diff(e[r < curve["cutoff"]]) <= 0.0), name
+        assert min(curve["target_r"]) < min(curve["reference_r"])  # the core continuation below the scan
+    # every exploration run over time, with what the judge said; the selected labels and why
+    series = campaign["series"]
+    assert set(series) == {str(m["iteration"]) for m in summary_metrics(run_dir)}
+    first = series["1"]
+    assert first["variance_threshold"] > 0 and first["flag_distances"]
+    for task, run in first["runs"].items():
+        assert run["steps"][0] == 0 and run["steps"][-1] == 600 and len(run["temperature"]) == len(run["steps"])
+        assert run["verdict"] == summary_metrics(run_dir)[0]["clustering"][task]
+    explored = [row for row in LabelStore(run_dir / "data.db").rows(status=None) if row.origin.startswith("explore:")]
+    assert len(campaign["labels"]) == len(explored) and {r["why"] for r in campaign["labels"]} <= {"short pair", "variance", "informative (fallback)"}
+    # the RDFs of a campaign's own trajectories (md/<run>/trajectory.xyz)
+    assert any(title == "iteration 1" for title in report["plots"])
+    assert "iteration 1: exploration runs over time" in report["plots"]
+
+
+def summary_metrics(run_dir) -> list[dict]:
+    return json.loads((run_dir / "summary.json").read_text())["metrics"]
 
 
 def test_a_changed_config_is_refused_on_resume(campaign):
@@ -358,6 +392,8 @@ def test_an_md_task_that_loses_a_rank_is_a_failure_the_campaign_survives_and_a_r
         os.killpg(child.pid, signal.SIGKILL)  # the driver and its interchange, mid-exploration
         child.wait()
     assert failed is not None, f"the failure was never recorded: {child.stderr.read().decode()[-3000:]}"
+    progress = json.loads((run / "progress.json").read_text())  # what `alcgap status` showed while it ran
+    assert progress["stage"] == "iteration 1: explore_select_label" and any(t.endswith("-x2") for t in progress["md"])
     assert big is None, "the kill came too late: the other task had finished"
     # the campaign went on past the failure: recorded with why, and picked from
     assert failed["verdict"] == "failed" and failed["failure"] == "interrupted", failed
@@ -369,6 +405,19 @@ def test_an_md_task_that_loses_a_rank_is_a_failure_the_campaign_survives_and_a_r
     salvaged = folder / "flagged-to-checkpoint.xyz"
     if plan["picks"][task_id]["n_candidates"]:
         assert all(a.info["md_step"] <= 100 for a in ase.io.read(salvaged, ":"))
+    # the report of the killed campaign shows what finished and marks what did not
+    from alcgap.analysis.report import write_report
+
+    write_report(run)
+    report = json.loads((run / "report" / "report.json").read_text())["campaign"]
+    assert report["status"]["state"] == "stopped without finishing" and "alcgap resume" in report["status"]["hint"]
+    assert report["status"]["current"] == "iteration 1: explore_select_label"
+    runs = report["series"]["1"]["runs"]
+    assert runs[task_id]["verdict"] == "failed"
+    big_id = next(t for t in runs if t.endswith("-x2"))
+    # not finished: running (its attempt's monitor so far) or still waiting for the one MD slot
+    # (tasks.md.max_concurrent: auto holds one 2-rank task on 2 cores)
+    assert runs[big_id]["verdict"] in ("running", "not started") and (runs[big_id]["verdict"] == "not started") == (not runs[big_id]["steps"])
 
     summary = resume_campaign(run)  # the default site: no fault
     assert summary["iterations"] == 1

@@ -112,3 +112,40 @@ time.sleep(600)
                 pass
         bystander.kill()
         bystander.wait()
+
+
+def test_progress_shows_md_steps_rate_and_labels_in_80_columns(tmp_path):
+    """The live board reads a running MD task's attempt as it grows; plain lines when not on a
+    terminal; progress.json for `alcgap status`."""
+    import io
+    import json
+    import time
+
+    from rich.console import Console
+
+    from alcgap.workflow.progress import ProgressBoard
+
+    stream = io.StringIO()
+    board = ProgressBoard(tmp_path, live=False, poll=0.1, every=0.2, console=Console(file=stream, width=80))
+    board.set_stage("iteration 2: explore_select_label")
+    task = tmp_path / "md" / "s2001-T4000-x10"
+    attempt = task / ".attempt-abc"
+    attempt.mkdir(parents=True)
+    board.md_started("s2001-T4000-x10", task, 450)
+    board.label_submitted()
+    board.label_submitted()
+    board.label_done(ok=True)
+    board.label_done(ok=False, retries=2)
+    board.start()
+    for step in (0, 10, 20, 30):
+        with open(attempt / "monitor.jsonl", "a") as out:
+            out.write(json.dumps({"step": step}) + "\n")
+        time.sleep(0.15)
+    board.stop()
+    snap = json.loads((tmp_path / "progress.json").read_text())
+    task_state = snap["md"]["s2001-T4000-x10"]
+    assert task_state["step"] == 30 and task_state["steps"] == 450 and task_state["rate"] > 0
+    assert snap["labels"] == {"submitted": 2, "done": 2, "failed": 1, "retried": 1}
+    lines = ProgressBoard.lines(snap)
+    assert all(len(line) <= 80 for line in lines) and "30/450" in "\n".join(lines)
+    assert "iteration 2: explore_select_label" in stream.getvalue()  # plain lines, not a live panel

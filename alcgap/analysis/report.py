@@ -182,7 +182,9 @@ def read_iteration(directory: Path) -> IterationRecord:
     """The record of one ``iter-NNN`` directory, tolerant of missing or malformed pieces."""
     match = re.search(r"(\d+)$", directory.name)
     record = IterationRecord(int(match.group(1)) if match else -1, directory)
+    # files md/<run>.xyz, or a campaign's md/<run>/trajectory.xyz (named by its folder)
     record.trajectories = sorted(p for ext in ("xyz", "extxyz") for p in (directory / "md").glob(f"*.{ext}"))
+    record.trajectories += sorted(p for p in (directory / "md").glob("*/trajectory.xyz") if p.stat().st_size)
     metrics_file = directory / "metrics.json"
     if not metrics_file.exists():
         return record
@@ -293,6 +295,11 @@ def write_report(run_dir: str | os.PathLike, rdf_frames: int = 10) -> Path:
                 problems.append(f"iteration {record.iteration}: VDOS failed ({type(err).__name__}: {err})")
         if images:
             sections.append((f"iteration {record.iteration}", images))
+    campaign = _campaign_parts(run, records, out, problems) if (run / "iter-000" / "state.json").exists() else {}
+    for iteration, image in campaign.get("run_plots", {}).items():
+        sections.append((f"iteration {iteration}: exploration runs over time", [image]))
+    if campaign.get("aux_plot"):
+        sections.insert(0, ("the auxiliary: dimer curves, target and aux", [campaign["aux_plot"]]))
     if records:
         sections.insert(0, ("learning curve", [learning_curve_plot(records, out / "learning_curve.png")]))
     ours = {p.resolve() for _, images in sections for p in images}
@@ -301,7 +308,7 @@ def write_report(run_dir: str | os.PathLike, rdf_frames: int = 10) -> Path:
         sections.append(("plots of the run", existing))
     summary = _json_or_none(run / "summary.json", problems)
     page = out / "index.html"
-    page.write_text(_html(run, records, summary, sections, problems))
+    page.write_text(_html(run, records, summary, sections, problems, campaign))
     report = {
         "run_dir": str(run), "generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "html": str(page),
         "iterations": [r.as_dict() for r in records],
@@ -310,16 +317,49 @@ def write_report(run_dir: str | os.PathLike, rdf_frames: int = 10) -> Path:
                              if records and records[-1].clustering else None),
         "plots": {title: [str(p) for p in images] for title, images in sections},
         "summary": summary, "problems": problems,
+        "campaign": {key: value for key, value in campaign.items() if key not in ("aux_plot", "run_plots")},
     }
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return page
+
+
+def _campaign_parts(run: Path, records: list[IterationRecord], out: Path, problems: list[str]) -> dict:
+    """A campaign's status, aux curves, exploration time series and selected labels (each part
+    on its own: one that fails is a problem on the page, not a missing page)."""
+    from alcgap.analysis import campaign_report as parts
+
+    found: dict[str, Any] = {"run_plots": {}, "series": {}}
+    for name, make in (("status", lambda: parts.campaign_status(run)), ("aux_curves", lambda: parts.aux_curves(run)),
+                       ("labels", lambda: parts.label_rows(run))):
+        try:
+            found[name] = make()
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"campaign {name}: {type(err).__name__}: {err}")
+    try:
+        image = parts.aux_plot(found.get("aux_curves") or {}, out / "aux_dimers.png")
+        if image:
+            found["aux_plot"] = image
+    except Exception as err:  # noqa: BLE001
+        problems.append(f"aux plot: {type(err).__name__}: {err}")
+    for record in records:
+        if record.iteration < 1:
+            continue
+        try:
+            series = found["series"][record.iteration] = parts.run_series(run, record.iteration)
+            image = parts.run_plots(series, record.iteration, out / f"iter-{record.iteration:03d}_runs.png")
+            if image:
+                found["run_plots"][record.iteration] = image
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"iteration {record.iteration}: run plots failed ({type(err).__name__}: {err})")
+    return found
 
 
 def _iteration_rdfs(record: IterationRecord, reference: list, n_frames: int, out: Path) -> list[Path]:
     """RDFs of the final frames of each trajectory against the reference; fills in missing verdicts."""
     if not record.trajectories:
         return []
-    trajectories = {p.stem: ase.io.read(p, index=f"-{n_frames}:") for p in record.trajectories}
+    trajectories = {(p.parent.name if p.name == "trajectory.xyz" else p.stem): ase.io.read(p, index=f"-{n_frames}:")
+                    for p in record.trajectories}
     r_max = _rdf_range([f for frames in trajectories.values() for f in frames] + reference)
     rdfs: dict[str, PartialRDF] = {}
     ref_rdf = None
@@ -371,7 +411,7 @@ def _cell(value: Any, digits: int = 2) -> str:
 
 
 def _html(run: Path, records: list[IterationRecord], summary: Any, sections: list[tuple[str, list[Path]]],
-          problems: list[str]) -> str:
+          problems: list[str], campaign: dict | None = None) -> str:
     runs = sorted({name for r in records for name in r.clustering})
     models = list(dict.fromkeys(m for r in records for m in r.errors))
     head = ["iteration", "labels", "new labels"]
@@ -399,6 +439,7 @@ def _html(run: Path, records: list[IterationRecord], summary: Any, sections: lis
         f"<h1>alcgap run {html.escape(run.name)}</h1>",
         f"<p>{html.escape(str(run.resolve()))}, report of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
     ]
+    parts += _campaign_html(campaign or {}, "status")
     if records:
         parts += ["<h2>iterations</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>",
                   *rows, "</table>"]
@@ -408,6 +449,7 @@ def _html(run: Path, records: list[IterationRecord], summary: Any, sections: lis
         parts.append("<p>No iteration directories (iter-NNN) yet.</p>")
     if any(r.learning.get("decision") for r in records):
         parts += _learning_table(records, summary)
+    parts += _campaign_html(campaign or {}, "labels")
     if problems:
         parts += ["<h2>problems</h2><ul>", *(f"<li>{html.escape(p)}</li>" for p in problems), "</ul>"]
     for title, images in sections:
@@ -419,6 +461,34 @@ def _html(run: Path, records: list[IterationRecord], summary: Any, sections: lis
         parts.append(f"<h2>summary.json</h2><pre>{html.escape(json.dumps(summary, indent=1)[:20000])}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _campaign_html(campaign: dict, part: str) -> list[str]:
+    """The campaign's ``part``: "status" (finished by which rule, running, or killed) or
+    "labels" (the labels the loop selected)."""
+    parts = []
+    status = campaign.get("status") if part == "status" else None
+    if status:
+        text = {"finished": f"finished: stopped by <b>{html.escape(str(status.get('stopped_by')))}</b>: "
+                            f"{html.escape(str(status.get('why') or ''))}",
+                "running": f"<b>running</b> (driver pid {html.escape(str((status.get('driver') or {}).get('pid')))} on "
+                           f"{html.escape(str((status.get('driver') or {}).get('host')))}); what is shown is what has "
+                           "finished so far"}.get(status["state"], f"<b>{html.escape(status['state'])}</b>. "
+                                                                    f"{html.escape(status.get('hint') or '')}")
+        if status.get("current"):
+            text += f" &mdash; not finished: {html.escape(status['current'])}"
+        parts.append(f"<p class='status'>Campaign {text}</p>")
+    labels = campaign.get("labels") or [] if part == "labels" else []
+    if labels:
+        parts.append("<h2>labels the loop added, and why</h2><table><tr><th>iteration</th><th>from run</th>"
+                     "<th>MD step</th><th>why</th><th>atoms</th><th>status</th><th>max variance (eV^2)</th>"
+                     "<th>shortest pair (A)</th><th>selection reason</th></tr>")
+        for r in labels:
+            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in (
+                _cell(r["iteration"]), _cell(r["run"]), _cell(r["md_step"]), _cell(r["why"]), _cell(r["atoms"]),
+                _cell(r["status"]), _cell(r["variance"], 4), _cell(r["min_distance"], 3), _cell(r["reason"]))) + "</tr>")
+        parts.append("</table>")
+    return parts
 
 
 def _prospective_cell(pe: dict) -> str:

@@ -198,11 +198,11 @@ class CampaignApps:
         self._dft = hasattr(getattr(reference, "config", None), "launch_prefix")
         self._label = python_app(apps.label_structure, executors=mpi if self._dft else serial)
         self._check_reference = python_app(apps.check_reference, executors=mpi)
+        self._explore = bash_app(_explore_command, executors=mpi)
 
     def check_reference(self, reference: Reference) -> Future:
         """The reference's machine checks on the MPI executor, where CP2K runs (check_on: compute)."""
         return self._check_reference(reference, parsl_resource_specification=self.site.resource_specification("cp2k", 1))
-        self._explore = bash_app(_explore_command, executors=mpi)
 
     def label(self, reference: Reference, atoms: Atoms, workdir: str) -> Future:
         if not self._dft:
@@ -251,6 +251,10 @@ class Campaign:
         self.select_fn = select_fn
         self.settings_hash = self.reference.settings_hash()
         self._in_flight: set[str] = set()
+        from alcgap.workflow.progress import ProgressBoard
+
+        #: live progress (started by run(); until then it only counts)
+        self.board = ProgressBoard(self.run_dir)
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -315,6 +319,7 @@ class Campaign:
             logging.basicConfig(filename=self.run_dir / "campaign.log", level=logging.INFO,
                                 format="%(asctime)s %(levelname)s %(message)s")
             previous = _exit_on_sigterm()
+            self.board.start()
             try:
                 self._check_reference_on_compute()
                 self._bootstrap()
@@ -327,6 +332,7 @@ class Campaign:
             finally:
                 import parsl
 
+                self.board.stop()
                 self.dfk.cleanup()
                 parsl.clear()
                 if previous is not None:
@@ -349,6 +355,7 @@ class Campaign:
             console.log(f"iteration {state.iteration}: {name} already done")
             return state.get(name)
         console.log(f"iteration {state.iteration}: {name} ...")
+        self.board.set_stage(f"iteration {state.iteration}: {name}")
         started = time.time()
         outputs = work()
         outputs["seconds"] = round(time.time() - started, 2)
@@ -387,6 +394,7 @@ class Campaign:
         def store(outcome) -> None:
             label, started, finished = outcome
             self._in_flight.discard(key)
+            self.board.label_done(label.ok, len(label.info.get("recovery", [])) if isinstance(label.info, dict) else 0)
             self.store.add(atoms, label, self.reference.name, self.settings_hash, provenance,
                            started=started, finished=finished)
             results.append(label.status.value)
@@ -396,6 +404,7 @@ class Campaign:
             if not label.ok:
                 console.log(f"[yellow]label failed[/] ({provenance.origin}): {label.status.value}: {label.reason[:200]}")
 
+        self.board.label_submitted()
         pending.add(self.apps.label(self.reference, atoms, str(self._label_dir(atoms))), store)
 
     def _label_all(self, frames: Sequence[Atoms], provenances: Sequence[Provenance]) -> dict:
@@ -603,6 +612,7 @@ class Campaign:
             if error is not None and not (folder / "result.json").exists():
                 flagged_to_checkpoint(folder)  # killed: what its last checkpoint vouches for
             plan.record_md(task, md_summary(folder, task, error))
+            self.board.md_ended(task.id, plan.md[task.id]["verdict"])
             # what it flagged before it failed is as selectable as any other run's
             pick(task.id, [flagged_of(folder)], known, plan.quotas[task.id])
 
@@ -617,6 +627,7 @@ class Campaign:
                 continue
             task_file = apps.write_md_task(self.app_config, fitted["xml"], task.seed, task.temperature, task.size,
                                            str(folder), str(iteration_dir(self.run_dir, 0) / "start.xyz"), monitor)
+            self.board.md_started(task.id, folder, sum(s["steps"] for s in json.loads(Path(task_file).read_text())["protocol"]))
             pending.add(self.apps.explore(task_file), lambda _, task=task, folder=folder: after_md(task, folder),
                         lambda error, task=task, folder=folder: md_failed(task, folder, error))
         pending.drain()

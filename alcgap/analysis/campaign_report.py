@@ -1,0 +1,240 @@
+"""The parts of a report only a campaign's run directory has (``alcgap.workflow.campaign``).
+
+- :func:`campaign_status`: finished (by which rule), running (whose driver) or stopped without
+  finishing (a kill: resume it), and the stage each iteration has reached;
+- :func:`aux_plot`: each pair's reference dimer points, the repulsive target the aux was fitted to
+  and the aux itself (its exact table, the core continuation below the scan included), on linear
+  and log axes, the cutoff marked;
+- :func:`run_plots`: per iteration, each exploration run's shortest distance per pair, largest
+  variance and temperature against the MD step, with the flag thresholds, the flagged steps and
+  the first unphysical step drawn;
+- :func:`label_rows`: the labels each iteration added, and why (short pair or variance), from
+  which run and step.
+
+Every function reads what is there and never fails on what is missing: a running or killed
+campaign gets the part it has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alcgap.analysis.plots import _save, plt
+from alcgap.workflow.state import IterationState, iteration_dir, located
+
+KINDS = {"short_pair": "short pair", "variance": "variance", "informative": "informative (fallback)"}
+PAIR_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
+
+
+def _state(run: Path, iteration: int) -> dict:
+    try:
+        return IterationState(run, iteration).stages
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def campaign_status(run: Path) -> dict:
+    """How far the campaign got and whether a driver is on it."""
+    from alcgap.workflow.lock import _alive
+
+    summary = _json(run / "summary.json")
+    owner = _json(run / "driver.json")
+    iterations = sorted(int(p.name.split("-")[1]) for p in run.glob("iter-*") if p.is_dir() and p.name[5:].isdigit())
+    stages = {k: list(_state(run, k)) for k in iterations}
+    running = bool(owner) and owner.get("host") == socket.gethostname() and _alive(int(owner.get("pid", 0)))
+    if summary is not None and not running:
+        state = {"state": "finished", "stopped_by": summary.get("stopped_by"), "why": summary.get("why")}
+    elif running or (owner and owner.get("host") != socket.gethostname()):
+        state = {"state": "running", "driver": owner}
+    elif owner:
+        state = {"state": "stopped without finishing", "driver": owner,
+                 "hint": f"its driver (pid {owner.get('pid')}) is gone: `alcgap resume {run}` continues it"}
+    else:
+        state = {"state": "not started" if not iterations else "stopped without finishing",
+                 "hint": f"`alcgap resume {run}` continues it" if iterations else ""}
+    last = iterations[-1] if iterations else None
+    order = ["fit", "explore_select_label", "judge"] if last else ["dimers", "aux", "bootstrap", "label", "split", "distances"]
+    unfinished = [name for name in order if last is not None and name not in stages.get(last, [])]
+    return {**state, "iterations": iterations, "stages_done": stages,
+            "current": f"iteration {last}: {unfinished[0]}" if unfinished and state["state"] != "finished" else None}
+
+
+# ---------------------------------------------------------------- the auxiliary
+
+
+def aux_curves(run: Path) -> dict:
+    """Per pair: reference dimer points, the repulsive target, the aux on a fine grid, the cutoff."""
+    stages = _state(run, 0)
+    curves, aux = (stages.get("dimers") or {}).get("curves") or {}, stages.get("aux") or {}
+    if not curves or not aux.get("aux_xml"):
+        return {}
+    from alcgap.auxiliary.fit import make_targets
+    from alcgap.auxiliary.table import AuxTable
+    from alcgap.config import CampaignConfig, ConfigError, read_yaml
+    from alcgap.dimers import DimerCurve
+    from alcgap.structures import pair_key
+
+    config = CampaignConfig.model_validate(located(read_yaml(run / "campaign.yaml", ConfigError), run))
+    cutoffs = config.aux.pair_cutoffs()
+    dimers = {pair_key(*name.split("-")): DimerCurve(pair_key(*name.split("-")), np.array(c["r"]), np.array(c["energy"]),
+                                                     c.get("failed", {})) for name, c in curves.items() if c["r"]}
+    targets = make_targets(dimers, {p: r for p, r in cutoffs.items() if p in dimers}, config.aux)
+    table = AuxTable.from_xml(aux["aux_xml"])
+    out = {}
+    for pair, target in targets.items():
+        grid = np.linspace(max(0.05, float(target.r.min())), cutoffs[pair] + 0.4, 600)
+        energy, _ = table.pair(*pair).evaluate(grid)
+        curve = dimers[pair]
+        out[target.name] = {"cutoff": float(cutoffs[pair]), "reference_r": curve.distances.tolist(),
+                            "reference_eV": (curve.energies - curve.energy_at(cutoffs[pair])).tolist(),
+                            "target_r": target.r.tolist(), "target_eV": target.energy.tolist(),
+                            "scan_from": float(target.r_scan.min()), "aux_r": grid.tolist(), "aux_eV": energy.tolist()}
+    return out
+
+
+def aux_plot(curves: dict, path: Path) -> Path | None:
+    if not curves:
+        return None
+    fig, axes = plt.subplots(2, len(curves), figsize=(4.6 * len(curves), 8.6), squeeze=False)
+    for column, (name, c) in enumerate(curves.items()):
+        for row, log in enumerate((False, True)):
+            ax = axes[row][column]
+            aux_r, aux_e = np.array(c["aux_r"]), np.array(c["aux_eV"])
+            ref_r, ref_e = np.array(c["reference_r"]), np.array(c["reference_eV"])
+            tgt_r, tgt_e = np.array(c["target_r"]), np.array(c["target_eV"])
+            keep = (aux_e > 0) if log else np.ones_like(aux_e, bool)
+            ax.plot(aux_r[keep], aux_e[keep], "-", color="tab:green", lw=2, label="aux (its LAMMPS table)")
+            core = tgt_r < c["scan_from"]
+            ax.plot(tgt_r[~core], tgt_e[~core], "s", ms=4, mfc="none", color="tab:blue", label="repulsive target (scan)")
+            ax.plot(tgt_r[core], tgt_e[core], "^", ms=4, mfc="none", color="tab:purple",
+                    label="repulsive target (core below the scan)")
+            ref_keep = (ref_e > 0) if log else np.ones_like(ref_e, bool)
+            ax.plot(ref_r[ref_keep], ref_e[ref_keep], "o", ms=3, color="black", label="reference dimer E(r) - E(r_cut)")
+            ax.axvline(c["cutoff"], color="grey", ls="--", lw=1)
+            ax.annotate(f"cutoff {c['cutoff']:g} A", (c["cutoff"], 0.02), xycoords=("data", "axes fraction"),
+                        rotation=90, fontsize=8, ha="right", va="bottom", color="grey")
+            if log:
+                ax.set_yscale("log")
+            else:  # where the aux meets the reference: the last half of its range and the well beyond
+                lo = 0.5 * c["cutoff"]
+                window = ref_e[ref_r >= lo] if (ref_r >= lo).any() else ref_e
+                bottom = min(float(window.min()), 0.0)
+                ax.set_xlim(lo, c["cutoff"] + 0.4)
+                ax.set_ylim(1.3 * bottom - 0.5, max(10.0, 4.0 * abs(bottom)))
+            ax.set(xlabel="pair distance r (A)", ylabel="energy (eV)" + (", log" if log else ""),
+                   title=f"{name}" + (" (log)" if log else ""))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- exploration runs
+
+
+def run_series(run: Path, iteration: int) -> dict:
+    """Per exploration run of ``iteration``: its monitor.jsonl as series, and what the judge said."""
+    folder = iteration_dir(run, iteration)
+    metrics = _json(folder / "metrics.json") or {}
+    plan = _json(folder / "exploration.json") or {}
+    summaries = located(plan.get("md", {}), run)
+    out = {}
+    for task in sorted(p for p in (folder / "md").glob("*") if p.is_dir()):
+        lines = []
+        for name in ("monitor.jsonl",):
+            path = task / name
+            if not path.exists():  # still running or killed: its attempt's file so far
+                attempts = sorted(task.glob(".attempt-*/monitor.jsonl"), key=os.path.getmtime)
+                path = attempts[-1] if attempts else path
+            if path.exists():
+                for line in path.read_text().splitlines():
+                    try:
+                        lines.append(json.loads(line))
+                    except ValueError:
+                        break  # a line cut by a kill
+        summary = summaries.get(task.name, {})
+        out[task.name] = {
+            "steps": [e["step"] for e in lines], "temperature": [e.get("temperature") for e in lines],
+            "max_variance": [e.get("max_variance") for e in lines],
+            "min_distances": {pair: [e["min_distances"].get(pair) for e in lines]
+                              for pair in sorted({p for e in lines for p in e.get("min_distances", {})})},
+            "flagged_steps": [e["step"] for e in lines if e.get("flags")],
+            "verdict": summary.get("verdict", "running" if lines else "not started"),
+            "first_bad_step": summary.get("first_bad_step"), "why": summary.get("why"),
+            "failure": summary.get("failure"),
+        }
+    thresholds = {"flag_distances": metrics.get("flag_distances") or {},
+                  "variance_threshold": (metrics.get("variance_threshold") or {}).get("threshold")}
+    if not thresholds["variance_threshold"]:
+        thresholds["variance_threshold"] = ((_state(run, iteration).get("fit") or {}).get("variance") or {}).get("threshold")
+    return {"runs": out, **thresholds}
+
+
+def run_plots(series: dict, iteration: int, path: Path) -> Path | None:
+    runs = series["runs"]
+    if not any(r["steps"] for r in runs.values()):
+        return None
+    fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.2 * len(runs)), squeeze=False)
+    for row, (name, r) in enumerate(runs.items()):
+        steps = np.array(r["steps"])
+        ax_d, ax_v, ax_t = axes[row]
+        for k, (pair, values) in enumerate(r["min_distances"].items()):
+            colour = PAIR_COLOURS[k % len(PAIR_COLOURS)]
+            ax_d.plot(steps, [np.nan if v is None else v for v in values], color=colour, lw=1.2, label=pair)
+            flag = series["flag_distances"].get(pair)
+            if flag:
+                ax_d.axhline(flag, color=colour, ls=":", lw=1)
+        ax_v.plot(steps, [np.nan if v is None else v for v in r["max_variance"]], color="tab:red", lw=1.2)
+        if series.get("variance_threshold"):
+            ax_v.axhline(series["variance_threshold"], color="tab:red", ls=":", lw=1)
+        ax_v.set_yscale("log")
+        ax_t.plot(steps, [np.nan if v is None else v for v in r["temperature"]], color="tab:gray", lw=1.2)
+        for ax in (ax_d, ax_v, ax_t):
+            for step in r["flagged_steps"]:
+                ax.axvline(step, color="gold", alpha=0.25, lw=2)
+            if r["first_bad_step"] is not None:
+                ax.axvline(r["first_bad_step"], color="black", ls="--", lw=1.2)
+        ax_d.set(xlabel="MD step", ylabel="shortest distance (A)",
+                 title=f"{name}: {r['verdict']}" + (f" from step {r['first_bad_step']}" if r["first_bad_step"] is not None else ""))
+        ax_d.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False)
+        ax_v.set(xlabel="MD step", ylabel="largest per-atom variance (eV^2)", title="GAP variance (dotted: flag threshold)")
+        ax_t.set(xlabel="MD step", ylabel="temperature (K)", title="temperature")
+    fig.suptitle(f"iteration {iteration}: exploration runs (gold: flagged steps; dashed: first unphysical step; "
+                 "dotted: flag thresholds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def label_rows(run: Path) -> list[dict]:
+    """Every selected label: iteration, run, MD step, why it was chosen, its status."""
+    if not (run / "data.db").exists():
+        return []
+    from alcgap.store import LabelStore
+
+    rows = []
+    for row in LabelStore(run / "data.db").rows(origin="explore*", status=None):
+        details = (row.data or {}).get("details") or {}
+        reason = (row.data or {}).get("selection_reason") or ""
+        rows.append({"iteration": row.iteration, "run": row.origin.split(":", 1)[-1], "md_step": details.get("md_step"),
+                     # the selection's kind leads its reason: "short_pair: ...", "variance: ...",
+                     # "informative: ..." (the fallback pick), or a custom selection's words
+                     "why": KINDS.get(reason.split(":", 1)[0].strip(), reason.split(":", 1)[0][:40] or "?"),
+                     "reason": reason[:160], "atoms": row.natoms, "status": row.status,
+                     "variance": row.get("variance"), "min_distance": row.get("min_distance")})
+    return sorted(rows, key=lambda r: (r["iteration"], r["run"], r["md_step"] or 0))
