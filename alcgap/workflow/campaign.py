@@ -254,7 +254,7 @@ class Campaign:
         from alcgap.workflow.progress import ProgressBoard
 
         #: live progress (started by run(); until then it only counts)
-        self.board = ProgressBoard(self.run_dir)
+        self.board = ProgressBoard(self.run_dir, console=console)  # one console: logs print above the live panel
 
     # -- set-up --------------------------------------------------------------------------------
 
