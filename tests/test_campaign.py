@@ -138,6 +138,13 @@ def test_status_and_report_of_a_finished_campaign(campaign, capsys):
         assert run["verdict"] == summary_metrics(run_dir)[0]["clustering"][task]
     explored = [row for row in LabelStore(run_dir / "data.db").rows(status=None) if row.origin.startswith("explore:")]
     assert len(campaign["labels"]) == len(explored) and {r["why"] for r in campaign["labels"]} <= {"short pair", "variance", "informative (fallback)"}
+    # what each clustered run's cluster looked like, and what it was made of
+    clustered = {(str(m["iteration"]), t) for m in summary_metrics(run_dir) for t, v in m["clustering"].items()
+                 if v == "clustered" and m["runs"][t].get("first_bad_step") is not None}
+    pictured = {(str(c["iteration"]), c["run"]) for c in campaign["clusters"]}
+    assert pictured <= clustered and (not clustered or pictured)
+    for cluster in campaign["clusters"]:
+        assert cluster["formulas"] and Path(cluster["picture"]).stat().st_size > 1000
     # the RDFs of a campaign's own trajectories (md/<run>/trajectory.xyz)
     assert any(title == "iteration 1" for title in report["plots"])
     assert "iteration 1: exploration runs over time" in report["plots"]

@@ -9,7 +9,9 @@
   variance and temperature against the MD step, with the flag thresholds, the flagged steps and
   the first unphysical step drawn;
 - :func:`label_rows`: the labels each iteration added, and why (short pair or variance), from
-  which run and step.
+  which run and step;
+- :func:`cluster_pictures`: for a run judged clustered, its first clustered frame judged again,
+  the formulas of its groups and a picture of the largest group and its neighbourhood.
 
 Every function reads what is there and never fails on what is missing: a running or killed
 campaign gets the part it has.
@@ -209,7 +211,8 @@ def run_plots(series: dict, iteration: int, path: Path) -> Path | None:
                 ax.axvline(r["first_bad_step"], color="black", ls="--", lw=1.2)
         ax_d.set(xlabel="MD step", ylabel="shortest distance (A)",
                  title=f"{name}: {r['verdict']}" + (f" from step {r['first_bad_step']}" if r["first_bad_step"] is not None else ""))
-        ax_d.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False)
+        if r["min_distances"]:
+            ax_d.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False)
         ax_v.set(xlabel="MD step", ylabel="largest per-atom variance (eV^2)", title="GAP variance (dotted: flag threshold)")
         ax_t.set(xlabel="MD step", ylabel="temperature (K)", title="temperature")
     fig.suptitle(f"iteration {iteration}: exploration runs (gold: flagged steps; dashed: first unphysical step; "
@@ -238,3 +241,52 @@ def label_rows(run: Path) -> list[dict]:
                      "reason": reason[:160], "atoms": row.natoms, "status": row.status,
                      "variance": row.get("variance"), "min_distance": row.get("min_distance")})
     return sorted(rows, key=lambda r: (r["iteration"], r["run"], r["md_step"] or 0))
+
+
+# ---------------------------------------------------------------- clusters
+
+
+def cluster_pictures(run: Path, iteration: int, series: dict, out: Path) -> list[dict]:
+    """For each run of ``iteration`` judged clustered: its first clustered frame judged again by
+    the campaign's criteria, the formulas of the groups found, and a picture of the largest group
+    and the atoms within 3 A of it (ASE's renderer; the group's atoms drawn larger)."""
+    import ase.io
+
+    from alcgap.analysis.clustering import detect_clustering
+    from alcgap.config import CampaignConfig, ConfigError, read_yaml
+    from alcgap.distances import DistanceTable, clustering_criteria
+
+    config = CampaignConfig.model_validate(located(read_yaml(run / "campaign.yaml", ConfigError), run))
+    table = (_state(run, 0).get("distances") or {}).get("table")
+    if not table:
+        return []
+    criteria = clustering_criteria(config.species, DistanceTable.from_dict(table), config.judge.clustering)
+    found = []
+    for task, r in series["runs"].items():
+        if r["verdict"] != "clustered" or r["first_bad_step"] is None:
+            continue
+        flagged = iteration_dir(run, iteration) / "md" / task / "flagged.xyz"
+        if not flagged.exists():
+            continue
+        frames = [f for f in ase.io.read(flagged, ":") if f.info.get("md_step", -1) >= r["first_bad_step"]]
+        if not frames:
+            continue
+        frame = frames[0]
+        verdict = detect_clustering(frame, criteria)
+        if not verdict.groups:
+            continue
+        group = max(verdict.groups, key=len)
+        all_atoms = range(len(frame))
+        near = sorted(set(group) | {int(i) for g in group
+                                    for i in np.flatnonzero(frame.get_distances(g, all_atoms, mic=True) < 3.0)})
+        picture = frame[near]
+        # one periodic image: every atom where the minimum image puts it around the group's first
+        picture.positions = frame.get_distances(group[0], near, mic=True, vector=True)
+        picture.set_pbc(False)
+        picture.set_cell(None)
+        path = out / f"iter-{iteration:03d}_{task}_cluster.png"
+        ase.io.write(path, picture, rotation="15x,30y", radii=[0.55 if i in group else 0.3 for i in near], scale=60)
+        found.append({"iteration": iteration, "run": task, "md_step": int(frame.info.get("md_step", -1)),
+                      "formulas": verdict.formulas, "largest_group": [int(i) for i in group],
+                      "picture": path, "summary": verdict.summary()})
+    return found

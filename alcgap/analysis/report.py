@@ -298,6 +298,9 @@ def write_report(run_dir: str | os.PathLike, rdf_frames: int = 10) -> Path:
     campaign = _campaign_parts(run, records, out, problems) if (run / "iter-000" / "state.json").exists() else {}
     for iteration, image in campaign.get("run_plots", {}).items():
         sections.append((f"iteration {iteration}: exploration runs over time", [image]))
+    for cluster in campaign.get("clusters", []):
+        sections.append((f"iteration {cluster['iteration']}: cluster in {cluster['run']} at step {cluster['md_step']}: "
+                         f"groups {', '.join(cluster['formulas'][:6])}", [cluster["picture"]]))
     if campaign.get("aux_plot"):
         sections.insert(0, ("the auxiliary: dimer curves, target and aux", [campaign["aux_plot"]]))
     if records:
@@ -349,6 +352,7 @@ def _campaign_parts(run: Path, records: list[IterationRecord], out: Path, proble
             image = parts.run_plots(series, record.iteration, out / f"iter-{record.iteration:03d}_runs.png")
             if image:
                 found["run_plots"][record.iteration] = image
+            found.setdefault("clusters", []).extend(parts.cluster_pictures(run, record.iteration, series, out))
         except Exception as err:  # noqa: BLE001
             problems.append(f"iteration {record.iteration}: run plots failed ({type(err).__name__}: {err})")
     return found
