@@ -477,9 +477,15 @@ def promote_attempt(attempt: Path, final: Path) -> None:
     remove the attempt's folder."""
     if not attempt.is_dir():
         return
-    names = sorted((p.name for p in attempt.iterdir()), key=lambda name: name == "result.json")
+    try:
+        names = sorted((p.name for p in attempt.iterdir()), key=lambda name: name == "result.json")
+    except FileNotFoundError:  # another rank that saw the same one-rank error promoted it first
+        return
     for name in names:
-        os.replace(attempt / name, final / name)
+        try:
+            os.replace(attempt / name, final / name)
+        except FileNotFoundError:
+            pass
     shutil.rmtree(attempt, ignore_errors=True)
 
 
@@ -578,8 +584,12 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
         result.stopped_early, result.stop_reason = True, f"LAMMPS error in steps {step}-{target}: {err.message}"
         if comm.size > 1:
             if result.output_dir and run.workdir is not None:
-                # this rank alone knows: it promotes the attempt (rank 0's open files move with it)
-                (run.workdir / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+                # this rank alone knows: it promotes the attempt (rank 0's open files move with it);
+                # where the pair straddles two ranks' domains both may get here at once
+                try:
+                    (run.workdir / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+                except OSError:
+                    pass
                 promote_attempt(run.workdir, Path(result.output_dir))
             comm.Abort(3)
     except Exception as err:  # LAMMPS errors seen by all ranks, e.g. "Lost atoms"
@@ -587,8 +597,11 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
             raise
         result.stopped_early, result.stop_reason = True, f"LAMMPS error in steps {step}-{target}: {err}"
     finally:
-        if run.writer:
-            (run.workdir / "in.lammps").write_text("\n".join(run.input_lines) + "\n")
+        if run.writer and run.workdir.is_dir():  # (gone: promoted by a rank that saw a one-rank error)
+            try:
+                (run.workdir / "in.lammps").write_text("\n".join(run.input_lines) + "\n")
+            except OSError:
+                pass
 
 
 def _observe(run: _Run, step: int, sample: bool, monitored: bool, result: MDResult, segment) -> bool:

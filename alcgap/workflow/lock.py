@@ -132,6 +132,21 @@ def stop_processes(pids: list[int], grace: float = 5.0) -> list[int]:
     return signalled
 
 
+def stop_what_was_left(run_dir: str | os.PathLike, owner: dict, grace: float = 5.0, rounds: int = 6) -> list[int]:
+    """Stop what a dead driver of ``run_dir`` left running here (:func:`stale_processes` and
+    :func:`orphans_of`), scanning again after each stop until nothing is left: a process that
+    lost its mark is an orphan only once its parent (a worker pool) has been stopped."""
+    stopped: list[int] = []
+    for _ in range(rounds):
+        left = sorted((set(stale_processes(run_dir)) | set(orphans_of(owner))) - set(stopped))
+        left = [pid for pid in left if _alive(pid)]
+        if not left:
+            break
+        stopped += stop_processes(left, grace)
+        time.sleep(0.2)
+    return stopped
+
+
 def _try_lock(path: Path, wait: float = 0.0):
     """An open handle on ``path`` holding its exclusive flock, or None if another process holds it
     for longer than ``wait`` seconds."""
@@ -171,7 +186,7 @@ def watch(run_dir: str | os.PathLike, pid: int, poll: float = 1.0, grace: float 
         owner = _read_owner(run / "driver.json") or {}
         if owner.get("pid") != pid or _alive(pid):  # released cleanly, or still running
             return []
-        return stop_processes(sorted(set(stale_processes(run)) | set(orphans_of(owner))), grace)
+        return stop_what_was_left(run, owner, grace)
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
@@ -212,7 +227,7 @@ class RunLock:
         # the last driver, if any, is dead (we hold its lock): end what it left running here; a
         # driver that ended cleanly removed its record, one that was killed left it
         previous = self.owner() or {}
-        self.stopped = stop_processes(sorted(set(stale_processes(self.run_dir)) | set(orphans_of(previous))), self.grace)
+        self.stopped = stop_what_was_left(self.run_dir, previous, self.grace)
         self._marker_before = os.environ.get(RUN_MARKER)
         os.environ[RUN_MARKER] = os.path.realpath(self.run_dir)
         write_json_atomic(self.owner_path, {
