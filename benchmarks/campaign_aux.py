@@ -104,14 +104,17 @@ def plot(rows: dict, path: Path) -> None:
     for key, row in rows.items():
         potential = row["potential"]
         table = row["iterations_table"]
-        axes[0].plot([r["iteration"] for r in table], [r["prospective_core_force_rmse"] for r in table], "o-",
-                     color=colours[potential], alpha=0.8, label=f"{potential}, seed {row['seed']}")
+        # plain dashed with crosses over composite solid with dots: where they coincide both show
+        style = {"composite": ("o-", 7, 3.0), "plain": ("x--", 9, 1.5)}[potential]
+        axes[0].plot([r["iteration"] for r in table], [r["prospective_core_force_rmse"] for r in table], style[0],
+                     ms=style[1], lw=style[2], color=colours[potential], alpha=0.8, label=f"{potential}, seed {row['seed']}")
         for r in table:
             clean = r["target_verdicts"] and all(v == "clean" for v in r["target_verdicts"].values())
             axes[0].scatter([r["iteration"]], [r["prospective_core_force_rmse"] or 0], s=90, facecolors="none",
                             edgecolors="green" if clean else "none")
     axes[0].set(xlabel="iteration", ylabel="prospective force RMSE (eV/A)",
                 title="model k on the frames iteration k chose\n(green ring: its 10x run was clean)")
+    axes[0].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     seeds = sorted({row["seed"] for row in rows.values()})
     width = 0.38
     for offset, potential in ((-width / 2, "composite"), (width / 2, "plain")):
@@ -123,9 +126,15 @@ def plot(rows: dict, path: Path) -> None:
                              xytext=(0, 3), textcoords="offset points")
     axes[1].set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds])
     axes[1].set(ylabel="condensed labels trained on", title="labels to the first clean 10x run\n(\"never\": not within the stop rule)")
-    for potential in POTENTIALS:
-        fractions = [row["stress"]["physical_fraction"] for row in rows.values() if row["potential"] == potential]
-        axes[2].scatter([potential] * len(fractions), fractions, s=70, color=colours[potential], alpha=0.7)
+    for x, potential in enumerate(POTENTIALS):
+        mine = [row for row in rows.values() if row["potential"] == potential]
+        for k, row in enumerate(mine):  # side by side, one per campaign seed: equal values stay visible
+            axes[2].scatter([x + 0.12 * (k - (len(mine) - 1) / 2)], [row["stress"]["physical_fraction"]], s=70,
+                            color=colours[potential], alpha=0.8)
+            axes[2].annotate(f"s{row['seed']}", (x + 0.12 * (k - (len(mine) - 1) / 2), row["stress"]["physical_fraction"]),
+                             fontsize=7, ha="center", xytext=(0, -12), textcoords="offset points")
+    axes[2].set_xticks(range(len(POTENTIALS)), POTENTIALS)
+    axes[2].set_xlim(-0.6, len(POTENTIALS) - 0.4)
     axes[2].set(ylabel="fraction of stress runs physical to the end", ylim=(-0.05, 1.05),
                 title="stress test of each final model\n(one point per campaign seed)")
     for ax in axes[:2]:
@@ -142,7 +151,11 @@ def main() -> int:
     parser.add_argument("--stress-temperatures", type=float, nargs="+", default=[6000.0])
     parser.add_argument("--stress-seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--stress-steps", type=int, default=1000)
+    parser.add_argument("--plot-only", action="store_true", help="redraw campaign_aux.png from summary.json")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads((OUT / "summary.json").read_text())["campaigns"], OUT / "campaign_aux.png")
+        return 0
     config = yaml.safe_load(Path(args.config).read_text()) if args.config else twin()
     cutoffs = config["aux"]["cutoffs"]
 
