@@ -376,7 +376,8 @@ def test_an_md_task_that_loses_a_rank_is_a_failure_the_campaign_survives_and_a_r
     site["tasks"]["md"].update(ranks=2, launcher=f"bash {Path(__file__).parent / 'data' / 'kill_one_rank.sh'} "
                                                  "'*-x1' $PARSL_MPI_PREFIX")
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
-    config = dict(QUICK, explore=dict(QUICK["explore"], checkpoint_every=100), stop={"max_iterations": 1})
+    # 300-step runs, a checkpoint every 50 steps: short, and the rank is lost at step 50
+    config = dict(QUICK, explore=dict(QUICK["explore"], protocol_scale=0.002, checkpoint_every=50), stop={"max_iterations": 1})
     (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
     plan_path = run / "iter-001" / "exploration.json"
@@ -412,7 +413,7 @@ def test_an_md_task_that_loses_a_rank_is_a_failure_the_campaign_survives_and_a_r
     assert not (folder / "result.json").exists()
     salvaged = folder / "flagged-to-checkpoint.xyz"
     if plan["picks"][task_id]["n_candidates"]:
-        assert all(a.info["md_step"] <= 100 for a in ase.io.read(salvaged, ":"))
+        assert all(a.info["md_step"] <= 50 for a in ase.io.read(salvaged, ":"))
     # the report of the killed campaign shows what finished and marks what did not
     from alcgap.analysis.report import write_report
 
@@ -432,6 +433,6 @@ def test_an_md_task_that_loses_a_rank_is_a_failure_the_campaign_survives_and_a_r
     again = json.loads(plan_path.read_text())["md"][task_id]
     assert again["verdict"] in ("clean", "clustered"), again  # run again, to its end
     result = json.loads((folder / "result.json").read_text())
-    assert result["resumed_from_step"] == 100 and result["steps_done"] == result["steps_requested"]
+    assert result["resumed_from_step"] == 50 and result["steps_done"] == result["steps_requested"]
     assert summary["metrics"][0]["runs"][task_id]["verdict"] == again["verdict"]
     no_duplicate_labels(LabelStore(run / "data.db"))
