@@ -46,7 +46,7 @@ def _status(run_dir: Path, width: int | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from alcgap.workflow.lock import _alive
+    from alcgap.workflow.lock import driver_of, driver_running
     from alcgap.workflow.progress import ProgressBoard
     from alcgap.workflow.state import IterationState
 
@@ -79,9 +79,9 @@ def _status(run_dir: Path, width: int | None = None) -> int:
         from alcgap.store import LabelStore
 
         console.print(f"store: {LabelStore(run_dir / 'data.db').summary()}")
-    owner = json.loads((run_dir / "driver.json").read_text()) if (run_dir / "driver.json").exists() else None
+    owner = driver_of(run_dir)
     progress = run_dir / "progress.json"
-    if owner and _alive(int(owner.get("pid", 0))) and progress.exists():
+    if driver_running(owner) and progress.exists():
         for line in ProgressBoard.lines(json.loads(progress.read_text())):
             console.print(line, highlight=False)
     elif owner:

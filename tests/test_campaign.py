@@ -205,23 +205,12 @@ class SlowVashishta(LammpsReference):
         return super().compute(atoms)
 
 
-def _session(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
-    except OSError:
-        return None
-
-
 def _session_of(sid: int) -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _running(int(p.name))
-            and _session(int(p.name)) == sid]
+    """Running processes of session ``sid`` (the lock module's own /proc reader)."""
+    from alcgap.workflow.lock import _alive, _stat
 
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _alive(int(p.name))
+            and (_stat(int(p.name)) or (None, 0, 0, None))[3] == sid]
 
 
 def test_a_kill_sweep_loses_nothing_and_ends_where_the_unkilled_campaign_did(campaign, tmp_path):

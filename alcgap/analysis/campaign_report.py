@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,13 @@ def _state(run: Path, iteration: int) -> dict:
         return {}
 
 
+def _config(run: Path):
+    """The campaign's frozen config (campaign.yaml)."""
+    from alcgap.config import CampaignConfig, ConfigError, read_yaml
+
+    return CampaignConfig.model_validate(located(read_yaml(run / "campaign.yaml", ConfigError), run))
+
+
 def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -50,16 +56,16 @@ def _json(path: Path) -> Any:
 
 def campaign_status(run: Path) -> dict:
     """How far the campaign got and whether a driver is on it."""
-    from alcgap.workflow.lock import _alive
+    from alcgap.workflow.lock import driver_of, driver_running
 
     summary = _json(run / "summary.json")
-    owner = _json(run / "driver.json")
+    owner = driver_of(run)
     iterations = sorted(int(p.name.split("-")[1]) for p in run.glob("iter-*") if p.is_dir() and p.name[5:].isdigit())
     stages = {k: list(_state(run, k)) for k in iterations}
-    running = bool(owner) and owner.get("host") == socket.gethostname() and _alive(int(owner.get("pid", 0)))
+    running = driver_running(owner)
     if summary is not None and not running:
         state = {"state": "finished", "stopped_by": summary.get("stopped_by"), "why": summary.get("why")}
-    elif running or (owner and owner.get("host") != socket.gethostname()):
+    elif running:
         state = {"state": "running", "driver": owner}
     elif owner:
         state = {"state": "stopped without finishing", "driver": owner,
@@ -85,11 +91,10 @@ def aux_curves(run: Path) -> dict:
         return {}
     from alcgap.auxiliary.fit import make_targets
     from alcgap.auxiliary.table import AuxTable
-    from alcgap.config import CampaignConfig, ConfigError, read_yaml
     from alcgap.dimers import DimerCurve
     from alcgap.structures import pair_key
 
-    config = CampaignConfig.model_validate(located(read_yaml(run / "campaign.yaml", ConfigError), run))
+    config = _config(run)
     cutoffs = config.aux.pair_cutoffs()
     dimers = {pair_key(*name.split("-")): DimerCurve(pair_key(*name.split("-")), np.array(c["r"]), np.array(c["energy"]),
                                                      c.get("failed", {})) for name, c in curves.items() if c["r"]}
@@ -156,17 +161,15 @@ def run_series(run: Path, iteration: int) -> dict:
     out = {}
     for task in sorted(p for p in (folder / "md").glob("*") if p.is_dir()):
         lines = []
-        for name in ("monitor.jsonl",):
-            path = task / name
-            if not path.exists():  # still running or killed: its attempt's file so far
-                attempts = sorted(task.glob(".attempt-*/monitor.jsonl"), key=os.path.getmtime)
-                path = attempts[-1] if attempts else path
-            if path.exists():
-                for line in path.read_text().splitlines():
-                    try:
-                        lines.append(json.loads(line))
-                    except ValueError:
-                        break  # a line cut by a kill
+        path = task / "monitor.jsonl"
+        if not path.exists():  # still running or killed: its attempt's file so far
+            attempts = sorted(task.glob(".attempt-*/monitor.jsonl"), key=os.path.getmtime)
+            path = attempts[-1] if attempts else path
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                break  # a line cut by a kill
         summary = summaries.get(task.name, {})
         out[task.name] = {
             "steps": [e["step"] for e in lines], "temperature": [e.get("temperature") for e in lines],
@@ -253,10 +256,9 @@ def cluster_pictures(run: Path, iteration: int, series: dict, out: Path) -> list
     import ase.io
 
     from alcgap.analysis.clustering import detect_clustering
-    from alcgap.config import CampaignConfig, ConfigError, read_yaml
     from alcgap.distances import DistanceTable, clustering_criteria
 
-    config = CampaignConfig.model_validate(located(read_yaml(run / "campaign.yaml", ConfigError), run))
+    config = _config(run)
     table = (_state(run, 0).get("distances") or {}).get("table")
     if not table:
         return []

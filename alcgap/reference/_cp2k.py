@@ -218,13 +218,14 @@ class Cp2kSettings(BaseModel):
         path = Path(name)
         return path if path.is_absolute() else Path(self.data_dir) / path
 
-    def check_species(self, species: list[str] | tuple[str, ...]) -> None:
-        """Refuse species this reference cannot label: not elements, or (DFT) without an entry
-        of ``basis_set`` / ``pseudopotential`` in the library files. The messages name the field."""
+    def check_species(self, species: list[str] | tuple[str, ...], libraries: bool = True) -> None:
+        """Refuse species this reference cannot label: not elements, or (DFT, with ``libraries``:
+        where the library files are) without an entry of ``basis_set`` / ``pseudopotential`` in
+        them. The messages name the field."""
         for symbol in species:
             if symbol not in atomic_numbers or symbol == "X":
                 raise ValueError(f"species: {symbol!r} is not a chemical element symbol")
-        if self.method != "dft":
+        if self.method != "dft" or not libraries:
             return
         for field_name, wanted, file_field in (("basis_set", self.basis_set, "basis_file"),
                                                ("pseudopotential", self.pseudopotential, "potential_file")):
@@ -784,12 +785,9 @@ class Cp2kReference(Reference):
     def __init__(self, settings: Cp2kSettings, species: list[str] | tuple[str, ...], workdir: str | Path | None = None):
         self.config = settings
         self.species = list(species)
-        for symbol in self.species:  # elements: checked anywhere; their library entries where CP2K is
-            if symbol not in atomic_numbers or symbol == "X":
-                raise ValueError(f"species: {symbol!r} is not a chemical element symbol")
         self._checked = settings.check_on == "driver"
-        if self._checked:
-            settings.check_species(self.species)
+        # elements are checked anywhere; their library entries only where CP2K's files are
+        settings.check_species(self.species, libraries=self._checked)
         self._workdir = Path(workdir) if workdir is not None else None
 
     def check_here(self) -> str:

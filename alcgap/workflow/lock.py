@@ -170,6 +170,18 @@ def _read_owner(path: Path) -> dict | None:
         return None
 
 
+def driver_of(run_dir: str | os.PathLike) -> dict | None:
+    """The owner record of the driver that holds, or last held without releasing, ``run_dir``."""
+    return _read_owner(Path(run_dir) / "driver.json")
+
+
+def driver_running(owner: dict | None) -> bool:
+    """Is the driver of this owner record running (on this host; elsewhere: taken as running)?"""
+    if not owner:
+        return False
+    return owner.get("host") != socket.gethostname() or _alive(int(owner.get("pid", 0)))
+
+
 def watch(run_dir: str | os.PathLike, pid: int, poll: float = 1.0, grace: float = 5.0) -> list[int]:
     """Wait for driver ``pid`` of ``run_dir`` to end. If it ended without releasing the run (its
     ``driver.json`` still names it), stop what it left running on this host; the pids stopped."""
