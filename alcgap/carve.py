@@ -130,6 +130,9 @@ __all__ = [
 _INFO_LABEL_WORDS = ("energy", "virial", "stress")
 _ARRAY_LABEL_WORDS = ("force", "energ", "virial", "stress")
 _EPS = 1e-9
+#: distances of a cell read back from a file: extxyz keeps positions to 1e-8 A, so a pair at the
+#: source's shortest distance can come back a few 1e-9 A shorter
+_FILE_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -651,7 +654,7 @@ def check_carved(source: Atoms, carved: Atoms, flagged_pairs: Sequence[tuple[int
         seen = set()
         for a, b, dist, shift in zip(i.tolist(), j.tolist(), d, shifts):
             key = _pair_key(carved.numbers[a], carved.numbers[b])
-            if dist >= minima[key] - _EPS:
+            if dist >= minima[key] - _FILE_EPS:
                 continue
             if carved_from is not None and _pair_key(carved_from[a], carved_from[b]) in flagged_source:
                 continue

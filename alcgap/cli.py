@@ -96,7 +96,7 @@ def _status(run_dir: Path, width: int | None = None) -> int:
 
 
 def _stress(args) -> int:
-    from alcgap.stress import stress_sweep, write_sweep
+    from alcgap.stress import HELD_FRACTION, held, stress_sweep, write_sweep
 
     try:
         cutoffs = {name.strip(): float(value) for name, value in (item.split("=") for item in args.cutoffs.split(","))}
@@ -124,8 +124,17 @@ def _stress(args) -> int:
     records = stress_sweep(potentials, args.species, start, Path(args.out), temperatures=args.temperatures,
                            seeds=args.seeds, densities=args.densities, steps=args.steps, timestep=args.timestep,
                            aux_cutoffs=cutoffs, max_displacement=args.max_displacement or None,
+                           max_energy_change=args.max_energy_change or None,
                            pressures=[None] if not args.pressures else [None if p < 0 else p for p in args.pressures])
     write_sweep(records, Path(args.out), args.steps, settings=settings)
+    groups: dict[tuple[str, str], list] = {}
+    for record in records:
+        groups.setdefault((record.potential, record.condition), []).append(record)
+    for (potential, condition), runs in groups.items():
+        deepest = min(min(r.cutoff_fractions.values(), default=float("inf")) for r in runs)
+        print(f"{potential} @ {condition}: physical {sum(r.physical for r in runs)}/{len(runs)}, held "
+              f"{sum(held(r) for r in runs)}/{len(runs)} (survived, every pair >= {HELD_FRACTION} of its aux cutoff); "
+              f"deepest pair {deepest:.2f} of its cutoff")
     print(f"wrote {Path(args.out) / 'stress.json'} and {Path(args.out) / 'survival.png'}")
     return 0
 
@@ -166,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     stress.add_argument("--timestep", type=float, default=1.0, help="fs (the largest, with --max-displacement)")
     stress.add_argument("--max-displacement", type=float, default=0.1,
                         help="adaptive timestep: A per step at most (0: a fixed timestep)")
+    stress.add_argument("--max-energy-change", type=float, default=0.5,
+                        help="adaptive timestep: eV of kinetic energy any atom gains or loses in one step at most "
+                             "(0: the displacement bound alone)")
     stress.add_argument("--reference", action="store_true", help="also run the shipped Vashishta SiO2, the control")
     stress.add_argument("--out", default="stress", help="output folder (stress.json, survival.png, runs/)")
     args = parser.parse_args(argv)

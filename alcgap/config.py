@@ -659,6 +659,12 @@ class ExploreSettings(Strict):
     #: ``timestep``): a hot run that reaches the aux wall is integrated through it, not exploded.
     #: 0.1 A is 100 A/ps at 1 fs, 3-4 x the thermal speed of O at 9000 K. None: a fixed timestep
     max_displacement: float | None = Field(0.1, gt=0.0)
+    #: with ``max_displacement``: no atom's kinetic energy changes by more than this (eV) in one
+    #: step (fix dt/reset emax). The displacement bound alone lets an atom step 0.1 A into an aux
+    #: wall that rises by tens of eV over that distance (measured: the thermostat's conserved
+    #: energy then drifts by ~1 eV/atom/ps); 0.5 eV leaves Vashishta SiO2 at 3000 K on the nominal
+    #: 1 fs step. None: the displacement bound alone
+    max_energy_change: float | None = Field(0.5, gt=0.0)
     #: per-atom predicted variance (eV^2) above which an atom is flagged; "auto": calibrated on
     #: each model: variance_factor x the variance_quantile of its per-atom variance over the
     #: held-out bootstrap atoms (see alcgap.analysis.uncertainty)
@@ -728,6 +734,43 @@ class LabelSettings(Strict):
         return self
 
 
+class StressJudgeSettings(Strict):
+    """The robustness stress test of an iteration that passed every other gate (alcgap.stress,
+    project issue 17): hot NVT runs of the iteration's deployed model from the training cell
+    (1x, at its density), one per temperature and seed, at ``explore.timestep`` with the explore
+    section's adaptive step (``max_displacement``, ``max_energy_change``). The iteration converges
+    only when enough of them hold."""
+
+    #: NVT temperatures (K), one run per temperature and seed: hotter than exploration, to push
+    #: the model towards the short range where a GAP without its aux has a hole
+    temperatures: list[float] = Field(default_factory=lambda: [6000.0])
+    #: velocity seeds (one run per seed and temperature; the same for every iteration's model)
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    #: MD steps per run (each at most ``explore.timestep`` fs; shorter where the adaptive step cuts it)
+    steps: int = Field(2000, ge=10)
+    #: fraction of the runs that must hold for the iteration to converge (1: every run), in (0, 1]
+    min_held: float = Field(1.0, gt=0.0, le=1.0)
+    #: a run holds when it survived (no collapse, lost atoms or non-finite energy) and no pair
+    #: came closer than this fraction of its aux cutoff (``aux.cutoffs``; the run's
+    #: ``cutoff_fractions``). 0.9: the aux may be touched, not crossed far; above 1 asks every
+    #: pair to stay outside the aux range altogether (Si-O bonds sit at ~1.45 x its 1.1 A)
+    held_fraction: float = Field(0.9, gt=0.0, le=2.0)
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive_temperatures(cls, value: list[float]) -> list[float]:
+        if not value or min(value) <= 0.0:
+            raise ValueError(f"{value}: give one or more temperatures in K, each > 0, e.g. [6000]")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"{value}: give one or more distinct seeds, e.g. [1, 2, 3] (a repeated seed repeats a run)")
+        return value
+
+
 class JudgeSettings(Strict):
     """What an iteration must show for the campaign to stop."""
 
@@ -742,6 +785,9 @@ class JudgeSettings(Strict):
     #: max_like_neighbours: alcgap.analysis.clustering.ClusteringCriteria fields); None: SiO2's
     #: for Si + O, covalent radii otherwise. Short pairs come from the ``distances`` table
     clustering: dict | None = None
+    #: the robustness stress test, run once the other gates pass; the iteration converges only
+    #: when ``min_held`` of its runs hold (see StressJudgeSettings). None: no stress test
+    stress: StressJudgeSettings | None = None
 
     @field_validator("clustering")
     @classmethod

@@ -12,8 +12,12 @@ monitors. Per run it records
   integration's);
 - the first unphysical event: the first monitored step with a pair inside its aux cutoff, and
   the step the run stopped at, whichever came first;
-- the shortest distance per pair over the run, the steps done, the smallest timestep taken
-  (with an adaptive timestep) and the temperature reached.
+- the shortest distance per pair over the run and over its aux cutoff (``cutoff_fractions``),
+  the steps done and the simulated time, the smallest timestep taken (with an adaptive
+  timestep), the temperature reached and the drift of the thermostat's conserved energy.
+
+A run is *held* (:func:`held`) when it survived with every pair at 0.9 of its aux cutoff or more:
+the composite's aux may be touched, a GAP with a hole lets pairs far below it.
 
 :func:`survival` turns the records into the fraction of runs still physical against the step,
 per potential and temperature; :func:`write_sweep` writes ``stress.json`` (every record and the
@@ -53,9 +57,22 @@ class StressRun:
     first_inside_aux_pair: str | None = None
     #: the first unphysical event: inside the aux cutoff, or the run's end by a failure
     first_unphysical_step: int | None = None
+    #: the first step the run stopped holding (:func:`held`): a pair below HELD_FRACTION of its
+    #: aux cutoff, or the run's end by a failure. Composite and traditional GAP share their
+    #: trajectory until a pair enters the aux, so the first unphysical step cannot tell them
+    #: apart; this one does
+    first_unheld_step: int | None = None
+    #: simulated time (fs) of those two events: with an adaptive timestep a step is not a fixed time
+    first_unphysical_fs: float | None = None
+    first_unheld_fs: float | None = None
     min_distances: dict[str, float] = field(default_factory=dict)
     peak_temperature: float | None = None
     smallest_timestep_fs: float | None = None
+    #: simulated time of the steps done (fs): the steps' sum with an adaptive timestep
+    elapsed_fs: float | None = None
+    #: shortest distance per pair over its aux cutoff (1: at the cutoff; the composite's aux holds
+    #: it near 1, a GAP with a hole lets it fall far below)
+    cutoff_fractions: dict[str, float] = field(default_factory=dict)
     #: drift of the thermostat's conserved energy (LAMMPS econserve) over the run, a least-squares
     #: slope against simulated time: the integration error (meV/atom/ps)
     energy_drift_meV_atom_ps: float | None = None
@@ -78,10 +95,24 @@ class StressRun:
         return ", ".join(parts)
 
 
+#: a run is held when it survived and no pair came closer than this fraction of its aux cutoff
+#: (the composite's aux touched, not crossed far; ``judge.stress.held_fraction``)
+HELD_FRACTION = 0.9
+
+
+def held(run: StressRun | Mapping, fraction: float = HELD_FRACTION) -> bool:
+    """A run (a :class:`StressRun` or its dict in ``stress.json``) that survived with every pair at
+    ``fraction`` of its aux cutoff or more: where a GAP without repulsion there lets pairs fall far
+    below, the composite's aux holds them near 1."""
+    record = asdict(run) if isinstance(run, StressRun) else run
+    return record.get("outcome") == "survived" and all(
+        value >= fraction for value in (record.get("cutoff_fractions") or {}).values())
+
+
 def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[str], start: Atoms, *,
                temperature: float, density: float, seed: int, steps: int, timestep: float, aux_cutoffs: Mapping[str, float],
-               max_displacement: float | None, monitor_every: int = 10, folder: Path,
-               pressure: float | None = None) -> StressRun:
+               max_displacement: float | None, max_energy_change: float | None = 0.5, monitor_every: int = 10,
+               folder: Path, pressure: float | None = None) -> StressRun:
     """One NVT run of the sweep (NPT at ``pressure`` bar if given), serial, in this process."""
     from alcgap.md.forces import ForceField
     from alcgap.md.lammps import run_md
@@ -99,17 +130,17 @@ def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[st
                               collapse_fraction=0.5, collapse_max_pairs=0)
     segment = nvt(steps, temperature) if pressure is None else npt(steps, temperature, pressure)
     result = run_md(atoms, force_field, [segment], timestep=timestep, seed=seed,
-                    sample_every=steps, monitor=monitor, output_dir=folder, max_displacement=max_displacement)
+                    sample_every=steps, monitor=monitor, output_dir=folder, max_displacement=max_displacement,
+                    max_energy_change=max_energy_change)
     record = StressRun(name, temperature, density, seed, pressure, steps, steps_done=result.steps_done,
                        min_distances=dict(result.min_distances), peak_temperature=result.peak_temperature,
-                       smallest_timestep_fs=result.smallest_timestep_fs)
+                       smallest_timestep_fs=result.smallest_timestep_fs,
+                       elapsed_fs=result.elapsed_fs if result.elapsed_fs is not None else result.steps_done * timestep)
+    record.cutoff_fractions = cutoff_fractions(record.min_distances, cutoffs)
     entries = [json.loads(line) for line in (folder / "monitor.jsonl").read_text().splitlines()] \
         if (folder / "monitor.jsonl").exists() else []
-    for entry in entries:
-        inside = [p for p, r in entry["min_distances"].items() if r < cutoffs.get(pair_key(*p.split("-")), 0.0)]
-        if inside:
-            record.first_inside_aux_step, record.first_inside_aux_pair = entry["step"], inside[0]
-            break
+    record.first_inside_aux_step, record.first_inside_aux_pair = first_below(entries, cutoffs, 1.0)
+    past_wall, _ = first_below(entries, cutoffs, HELD_FRACTION)
     record.energy_drift_meV_atom_ps = energy_drift(entries, len(atoms))
     volume = (result.final_thermo or {}).get("vol")
     if volume:
@@ -117,9 +148,36 @@ def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[st
     if result.stopped_early:
         record.outcome, record.outcome_of = classify_md_failure(result.stop_reason)
         record.stop_reason = result.stop_reason
-    ends = [s for s in (record.first_inside_aux_step, result.steps_done if result.stopped_early else None) if s is not None]
-    record.first_unphysical_step = min(ends) if ends else None
+    end = result.steps_done if result.stopped_early else None
+    record.first_unphysical_step = _first(record.first_inside_aux_step, end)
+    record.first_unheld_step = _first(past_wall, end)
+    times = {e["step"]: e.get("time_fs") for e in entries}
+    for step_field, time_field in (("first_unphysical_step", "first_unphysical_fs"), ("first_unheld_step", "first_unheld_fs")):
+        step = getattr(record, step_field)
+        if step is not None:
+            setattr(record, time_field, record.elapsed_fs if step == end else times.get(step))
     return record
+
+
+def cutoff_fractions(min_distances: Mapping[str, float], cutoffs: Mapping) -> dict[str, float]:
+    """Shortest distance per pair ("Si-O") over its aux cutoff (keys: :func:`pair_key` tuples)."""
+    return {p: round(d / cutoffs[pair_key(*p.split("-"))], 4) for p, d in min_distances.items()
+            if pair_key(*p.split("-")) in cutoffs}
+
+
+def first_below(entries: Sequence[dict], cutoffs: Mapping, fraction: float) -> tuple[int | None, str | None]:
+    """The first monitored step (``monitor.jsonl`` entries) with a pair closer than ``fraction``
+    of its aux cutoff, and that pair; (None, None) if none came so close."""
+    for entry in entries:
+        below = [p for p, r in entry["min_distances"].items() if r < fraction * cutoffs.get(pair_key(*p.split("-")), 0.0)]
+        if below:
+            return entry["step"], below[0]
+    return None, None
+
+
+def _first(*steps: int | None) -> int | None:
+    known = [s for s in steps if s is not None]
+    return min(known) if known else None
 
 
 def energy_drift(entries: Sequence[dict], n_atoms: int) -> float | None:
@@ -139,8 +197,8 @@ def energy_drift(entries: Sequence[dict], n_atoms: int) -> float | None:
 def stress_sweep(potentials: Mapping[str, str | list[str]], species: Sequence[str], start: Atoms, out: Path, *,
                  temperatures: Sequence[float], seeds: Sequence[int], densities: Sequence[float] = (1.0,),
                  steps: int = 2000, timestep: float = 1.0, aux_cutoffs: Mapping[str, float],
-                 max_displacement: float | None = 0.1, monitor_every: int = 10, pressures: Sequence[float | None] = (None,),
-                 progress=print) -> list[StressRun]:
+                 max_displacement: float | None = 0.1, max_energy_change: float | None = 0.5, monitor_every: int = 10,
+                 pressures: Sequence[float | None] = (None,), progress=print) -> list[StressRun]:
     """Every potential x temperature x density x pressure (None: NVT) x seed, the same protocol
     for each."""
     records = []
@@ -149,11 +207,11 @@ def stress_sweep(potentials: Mapping[str, str | list[str]], species: Sequence[st
             for pressure in pressures:
                 for seed in seeds:
                     for name, model in potentials.items():
-                        ensemble = "" if pressure is None else f"-p{pressure:g}"
-                        folder = Path(out) / "runs" / f"{name}-T{temperature:g}-d{density:g}{ensemble}-s{seed}".replace("/", "_")
+                        folder = run_folder(out, name, temperature, density, pressure, seed)
                         record = stress_run(name, model, species, start, temperature=temperature, density=density,
                                             seed=seed, steps=steps, timestep=timestep, aux_cutoffs=aux_cutoffs,
-                                            max_displacement=max_displacement, monitor_every=monitor_every,
+                                            max_displacement=max_displacement, max_energy_change=max_energy_change,
+                                            monitor_every=monitor_every,
                                             folder=folder, pressure=pressure)
                         records.append(record)
                         if progress:
@@ -163,18 +221,52 @@ def stress_sweep(potentials: Mapping[str, str | list[str]], species: Sequence[st
     return records
 
 
+def run_folder(out: Path, name: str, temperature: float, density: float, pressure: float | None, seed: int) -> Path:
+    """Where :func:`stress_sweep` runs one potential x condition x seed."""
+    ensemble = "" if pressure is None else f"-p{pressure:g}"
+    return Path(out) / "runs" / f"{name}-T{temperature:g}-d{density:g}{ensemble}-s{seed}".replace("/", "_")
+
+
+def read_sweep(out: Path) -> list[StressRun]:
+    """The records of ``out/stress.json``; a record written before ``first_unheld_step`` existed
+    gets it from its run's ``monitor.jsonl`` (the aux cutoffs of the sweep's settings)."""
+    from dataclasses import fields
+
+    data = json.loads((Path(out) / "stress.json").read_text())
+    known = {f.name for f in fields(StressRun)}
+    cutoffs = {pair_key(*n.split("-")): r for n, r in (data.get("settings") or {}).get("aux_cutoffs", {}).items()}
+    records = []
+    for saved in data["records"]:
+        record = StressRun(**{k: v for k, v in saved.items() if k in known})
+        if not saved.get("cutoff_fractions"):
+            record.cutoff_fractions = cutoff_fractions(record.min_distances, cutoffs)
+        if "first_unheld_step" not in saved:
+            monitor = run_folder(out, record.potential, record.temperature, record.density, record.pressure_bar,
+                                 record.seed) / "monitor.jsonl"
+            entries = [json.loads(line) for line in monitor.read_text().splitlines()] if monitor.exists() else []
+            record.first_unheld_step = _first(first_below(entries, cutoffs, HELD_FRACTION)[0],
+                                              record.steps_done if record.outcome != "survived" else None)
+        records.append(record)
+    return records
+
+
 def survival(records: Sequence[StressRun], steps: int, points: int = 21) -> dict:
     """Per potential and condition (:attr:`StressRun.condition`; the temperature alone for NVT at
-    the start's density): the fraction of runs still physical at each step of a grid."""
+    the start's density): the fraction of runs still physical (no pair inside an aux cutoff, no
+    failure) and still held (no pair below HELD_FRACTION of it, no failure) at each step of a grid."""
     grid = np.linspace(0, steps, points).round().astype(int).tolist()
     table = {}
     for run in records:
         key = f"{run.temperature:g}" if run.condition == f"{run.temperature:g} K" else run.condition
         table.setdefault(run.potential, {}).setdefault(key, []).append(run)
-    return {"steps": grid, "fraction_physical": {
-        potential: {t: [float(np.mean([r.first_unphysical_step is None or r.first_unphysical_step > s for r in runs]))
-                        for s in grid] for t, runs in by_t.items()} for potential, by_t in table.items()},
-        "runs": {potential: {t: len(runs) for t, runs in by_t.items()} for potential, by_t in table.items()}}
+
+    def fraction(attribute: str) -> dict:
+        return {potential: {t: [float(np.mean([getattr(r, attribute) is None or getattr(r, attribute) > s for r in runs]))
+                                for s in grid] for t, runs in by_t.items()} for potential, by_t in table.items()}
+
+    return {"steps": grid, "fraction_physical": fraction("first_unphysical_step"),
+            "fraction_held": fraction("first_unheld_step"), "held_fraction": HELD_FRACTION,
+            "runs": {potential: {t: len(runs) for t, runs in by_t.items()} for potential, by_t in table.items()}}
 
 
 def write_sweep(records: Sequence[StressRun], out: Path, steps: int, settings: dict | None = None) -> dict:
@@ -190,8 +282,9 @@ def write_sweep(records: Sequence[StressRun], out: Path, steps: int, settings: d
 
 
 def plot_survival(table: dict, path: Path) -> None:
-    """One panel per temperature, a step curve per potential (styles differ, so curves that
-    coincide stay visible), the legend below the panels."""
+    """One column per temperature (condition), two rows: the fraction of runs still physical (no
+    pair inside an aux cutoff) and still held (no pair below ``held_fraction`` of it); a step curve
+    per potential (styles differ, so curves that coincide stay visible), the legend below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,17 +292,26 @@ def plot_survival(table: dict, path: Path) -> None:
 
     temperatures = sorted({t for by_t in table["fraction_physical"].values() for t in by_t},
                           key=lambda key: (float(key.split()[0]), key))
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.4 * len(temperatures), 4.4), squeeze=False)
+    rows = [("fraction_physical", "still physical\n(no pair inside an aux cutoff)")]
+    if "fraction_held" in table:
+        rows.append(("fraction_held", f"still held (no pair below\n{table.get('held_fraction', HELD_FRACTION):g} of its aux cutoff)"))
+    fig, axes = plt.subplots(len(rows), len(temperatures), figsize=(max(4.4 * len(temperatures), 7.5), 3.6 * len(rows) + 0.9),
+                             squeeze=False)
     styles = [("-", 3.0), ("--", 2.0), (":", 2.0), ("-.", 1.5)]
-    for ax, t in zip(axes[0], temperatures):
-        for k, (potential, by_t) in enumerate(table["fraction_physical"].items()):
-            if t in by_t:
-                style, width = styles[k % len(styles)]
-                ax.step(table["steps"], by_t[t], where="post", linestyle=style, linewidth=width,
-                        label=f"{potential} ({table['runs'][potential][t]} runs)")
-        ax.set(title=t if " " in t else f"{t} K", xlabel="MD step", ylabel="fraction of runs still physical", ylim=(-0.05, 1.05))
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    for row, (key, label) in enumerate(rows):
+        for ax, t in zip(axes[row], temperatures):
+            for k, (potential, by_t) in enumerate(table[key].items()):
+                if t in by_t:
+                    style, width = styles[k % len(styles)]
+                    ax.step(table["steps"], by_t[t], where="post", linestyle=style, linewidth=width,
+                            label=f"{potential} ({table['runs'][potential][t]} runs)")
+            ax.set(title=t if " " in t else f"{t} K", xlabel="MD step", ylabel=f"fraction of runs {label}", ylim=(-0.05, 1.05))
+    legend = {}  # every potential once, from whichever panel has it
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label.split(" (")[0], (handle, label))
+    handles, labels = [h for h, _ in legend.values()], [label for _, label in legend.values()]
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.9 / fig.get_figheight() * (1 + (len(labels) - 1) // 2) / 2, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

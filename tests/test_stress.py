@@ -4,6 +4,7 @@ the survival table (issue 17). The Vashishta SiO2 potential is the stiff repulsi
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -13,12 +14,15 @@ from alcgap.md.forces import ForceField
 from alcgap.md.lammps import run_md
 from alcgap.md.protocols import nvt
 from alcgap.reference import vashishta_sio2_commands
-from alcgap.stress import stress_sweep, survival, write_sweep
+from alcgap.stress import held, read_sweep, stress_sweep, survival, write_sweep
 from alcgap.structures import beta_cristobalite
 from alcgap.workflow.explore import classify_md_failure
 
 VASHISHTA = ForceField.classical(vashishta_sio2_commands(), ["Si", "O"])
 CUTOFFS = {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8}
+#: the stated fraction of an aux cutoff that the composite's pairs stay above
+HELD = 0.9
+STEPS = 1000
 
 
 @pytest.mark.integration
@@ -58,6 +62,11 @@ def test_the_survival_table_is_the_per_run_records(tmp_path):
         expected = [np.mean([r.first_unphysical_step is None or r.first_unphysical_step > s for r in runs])
                     for s in table["steps"]]
         assert table["fraction_physical"]["vashishta"][temperature] == pytest.approx(expected)
+        expected_held = [np.mean([r.first_unheld_step is None or r.first_unheld_step > s for r in runs]) for s in table["steps"]]
+        assert table["fraction_held"]["vashishta"][temperature] == pytest.approx(expected_held)
+    # a run that lost its atoms stopped holding where it ended; read back, the records are the same
+    assert all(r.first_unheld_step == r.steps_done < 300 for r in hot) and all(r.first_unheld_step is None for r in cool)
+    assert read_sweep(tmp_path) == records
     assert table["fraction_physical"]["vashishta"]["20000"][-1] == 0.0
     assert table["fraction_physical"]["vashishta"]["3000"] == [1.0] * len(table["steps"])
     assert (tmp_path / "survival.png").stat().st_size > 10_000
@@ -81,3 +90,44 @@ def test_energy_drift_and_npt_conditions_in_the_sweep(tmp_path):
     assert nvt_run.final_density == pytest.approx(1.0, abs=1e-9) and npt_run.final_density > 1.05
     table = survival(runs[0.5], 400)
     assert set(table["fraction_physical"]["vashishta"]) == {"3000", "3000 K, 50000 bar"}
+
+
+@pytest.fixture(scope="module")
+def energies_only(tmp_path_factory):
+    """A composite and a traditional GAP from one tiny energies-only data set (the paper's
+    training mode): 40 frames of a Vashishta melt-and-quench, no structure with a pair inside an
+    aux cutoff, so the traditional GAP never sees the short range."""
+    from conftest import SMALL_FIT
+
+    from alcgap.config import load_fit_config
+    from alcgap.workflow.fit import run_fit
+
+    config = copy.deepcopy(SMALL_FIT)
+    config["main"]["use_forces"] = False
+    config["traditional"] = True
+    return run_fit(load_fit_config(config), tmp_path_factory.mktemp("energies-only"))["models"]
+
+
+@pytest.mark.integration
+def test_a_plain_gap_falls_into_its_hole_where_the_composite_is_held_by_its_aux(energies_only, tmp_path):
+    """The same hot runs, the package's adaptive timestep: the traditional GAP lets Si-O and Si-Si
+    pairs far inside their aux cutoffs; the composite's pairs reach its aux and stop there. With
+    the aux taken out, the composite is the traditional GAP (the main GAPs are fitted to the same
+    targets: the aux is zero on every training structure), so these runs would fail. Measured
+    (seed 1, 1000 steps): traditional Si-O 0.87 A (0.79 of its cutoff), Si-Si 1.27 A; composite
+    Si-O 1.06 A, Si-Si 1.52 A (0.96, 0.95)."""
+    records = stress_sweep({"composite": energies_only["composite"], "traditional": energies_only["traditional"]},
+                           ["Si", "O"], beta_cristobalite(), tmp_path, temperatures=[9000.0], seeds=[1],
+                           steps=STEPS, timestep=1.0, aux_cutoffs=CUTOFFS, progress=print)
+    by = {name: [r for r in records if r.potential == name] for name in ("composite", "traditional")}
+    deep = [r for r in by["traditional"] if r.outcome == "collapse" or min(r.cutoff_fractions.values()) < HELD]
+    assert deep, [r.cutoff_fractions for r in by["traditional"]]
+    assert all(not r.physical and r.first_inside_aux_step is not None and not held(r) for r in deep)
+    assert all(r.first_unheld_step is not None and 0 < r.first_unheld_fs <= r.elapsed_fs for r in deep)
+    for run in by["composite"]:
+        assert run.outcome == "survived" and run.steps_done == STEPS, (run.outcome, run.stop_reason)
+        assert min(run.cutoff_fractions.values()) >= HELD and held(run, HELD) and run.first_unheld_step is None
+    # the regime the aux exists for: the composite's pairs did come inside its cutoffs
+    assert any(r.first_inside_aux_step is not None for r in by["composite"])
+    data = write_sweep(records, tmp_path, STEPS)
+    assert [r["cutoff_fractions"] for r in data["records"]] == [r.cutoff_fractions for r in records]

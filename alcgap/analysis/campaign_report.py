@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import matplotlib.ticker
 import numpy as np
 
 from alcgap.analysis.plots import _save, plt
@@ -131,7 +132,7 @@ def aux_plot(curves: dict, path: Path) -> Path | None:
             ref_keep = (ref_e > 0) if log else np.ones_like(ref_e, bool)
             ax.plot(ref_r[ref_keep], ref_e[ref_keep], "o", ms=3, color="black", label="reference dimer E(r) - E(r_cut)")
             ax.axvline(c["cutoff"], color="grey", ls="--", lw=1)
-            ax.annotate(f"cutoff {c['cutoff']:g} A", (c["cutoff"], 0.02), xycoords=("data", "axes fraction"),
+            ax.annotate(f"cutoff {c['cutoff']:g} Å", (c["cutoff"], 0.02), xycoords=("data", "axes fraction"),
                         rotation=90, fontsize=8, ha="right", va="bottom", color="grey")
             if log:
                 ax.set_yscale("log")
@@ -141,12 +142,12 @@ def aux_plot(curves: dict, path: Path) -> Path | None:
                 bottom = min(float(window.min()), 0.0)
                 ax.set_xlim(lo, c["cutoff"] + 0.4)
                 ax.set_ylim(1.3 * bottom - 0.5, max(10.0, 4.0 * abs(bottom)))
-            ax.set(xlabel="pair distance r (A)", ylabel="energy (eV)" + (", log" if log else ""),
+            ax.set(xlabel="pair distance r (Å)", ylabel="energy (eV)" + (", log" if log else ""),
                    title=f"{name}" + (" (log)" if log else ""))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))  # the legend's strip under the axes' labels
+    return _save(fig, path, layout=False)
 
 
 # ---------------------------------------------------------------- exploration runs
@@ -206,22 +207,26 @@ def run_plots(series: dict, iteration: int, path: Path) -> Path | None:
         if series.get("variance_threshold"):
             ax_v.axhline(series["variance_threshold"], color="tab:red", ls=":", lw=1)
         ax_v.set_yscale("log")
+        shown = [v for v in r["max_variance"] if v] + ([series["variance_threshold"]] if series.get("variance_threshold") else [])
+        if shown and np.floor(np.log10(max(shown))) > np.ceil(np.log10(min(shown))):
+            # two labelled powers of ten on the axis: minor labels would only crowd it
+            ax_v.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax_t.plot(steps, [np.nan if v is None else v for v in r["temperature"]], color="tab:gray", lw=1.2)
         for ax in (ax_d, ax_v, ax_t):
             for step in r["flagged_steps"]:
                 ax.axvline(step, color="gold", alpha=0.25, lw=2)
             if r["first_bad_step"] is not None:
                 ax.axvline(r["first_bad_step"], color="black", ls="--", lw=1.2)
-        ax_d.set(xlabel="MD step", ylabel="shortest distance (A)",
+        ax_d.set(xlabel="MD step", ylabel="shortest distance (Å)",
                  title=f"{name}: {r['verdict']}" + (f" from step {r['first_bad_step']}" if r["first_bad_step"] is not None else ""))
         if r["min_distances"]:
             ax_d.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False)
-        ax_v.set(xlabel="MD step", ylabel="largest per-atom variance (eV^2)", title="GAP variance (dotted: flag threshold)")
+        ax_v.set(xlabel="MD step", ylabel="largest per-atom variance (eV²)", title="GAP variance (dotted: flag threshold)")
         ax_t.set(xlabel="MD step", ylabel="temperature (K)", title="temperature")
     fig.suptitle(f"iteration {iteration}: exploration runs (gold: flagged steps; dashed: first unphysical step; "
                  "dotted: flag thresholds)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
+    return _save(fig, path, layout=False)
 
 
 # ---------------------------------------------------------------- labels
@@ -292,3 +297,68 @@ def cluster_pictures(run: Path, iteration: int, series: dict, out: Path) -> list
                       "formulas": verdict.formulas, "largest_group": [int(i) for i in group],
                       "picture": path, "summary": verdict.summary()})
     return found
+
+
+# ---------------------------------------------------------------- held-out parity and variance calibration
+
+#: the campaign's per-iteration plots (alcgap.workflow.apps.fit_main, Campaign._judge)
+PARITY_PNG = Path("plots") / "parity.png"
+CALIBRATION_PNG = Path("plots") / "variance_vs_error.png"
+
+
+def iteration_checks(run: Path, iteration: int, labels: list[dict] | None = None) -> dict:
+    """The numbers behind an iteration's held-out parity plot and its variance calibration plot.
+
+    ``parity``: the held-out errors of every model the iteration fitted (the fit stage's, else
+    metrics.json's for the deployed one), on how many held-out frames. ``calibration``: the
+    variance threshold and how it was set (factor x quantile of the per-atom variance over the
+    held-out atoms), the Spearman correlation of predicted variance with the per-atom force error
+    on the iteration's new labels, how many of those labels were over the threshold when picked
+    (their largest per-atom variance, from ``labels``: :func:`label_rows`), and their prospective
+    force error against the held-out one. A plot's entry is None when the iteration has not
+    written it (yet); a figure the run has not written is None."""
+    folder = iteration_dir(run, iteration)
+    metrics = _json(folder / "metrics.json") or {}
+    fit = _state(run, iteration).get("fit") or {}
+    deployed = fit.get("deployed")
+    errors = {name: e for name, e in (fit.get("errors") or {}).items() if isinstance(e, dict)}
+    if not errors and isinstance(metrics.get("errors"), dict) and metrics["errors"]:
+        given = metrics["errors"]  # the deployed model's, or (a hand-written file) per model
+        errors = given if all(isinstance(v, dict) for v in given.values()) else {deployed or "model": given}
+    parity_png = folder / PARITY_PNG
+    parity = None
+    if errors or parity_png.exists():
+        parity = {"plot": str(parity_png) if parity_png.exists() else None, "deployed": deployed, "errors": errors,
+                  "n_test": metrics.get("n_test", fit.get("n_test")), "n_train": metrics.get("n_train", fit.get("n_train"))}
+    variance = metrics.get("variance_threshold") or fit.get("variance") or {}
+    correlation = metrics.get("variance_vs_error") or {}
+    calibration_png = folder / CALIBRATION_PNG
+    calibration = None
+    if variance or correlation or calibration_png.exists():
+        threshold = variance.get("threshold")
+        new = [r for r in labels or [] if r["iteration"] == iteration and r["status"] == "ok"]
+        known = [r["variance"] for r in new if r.get("variance") is not None]
+        over = sum(v > threshold for v in known) if threshold is not None else None
+        prospective = metrics.get("prospective_errors") or {}
+        held_out = (errors.get(deployed) if deployed else next(iter(errors.values()), None)) or {}
+        ratio = None
+        if prospective.get("force_rmse") is not None and held_out.get("force_rmse"):
+            ratio = prospective["force_rmse"] / held_out["force_rmse"]
+        calibration = {
+            "plot": str(calibration_png) if calibration_png.exists() else None,
+            "threshold": threshold,
+            "set_by": variance.get("set_by") or ("calibrated" if "quantile" in variance else None),
+            "quantile": variance.get("quantile"), "factor": variance.get("factor"),
+            "quantile_value": variance.get("quantile_value"), "held_out_median": variance.get("median"),
+            "held_out_max": variance.get("max"), "held_out_atoms": variance.get("n_atoms"),
+            "spearman": correlation.get("spearman"), "n_atoms": correlation.get("n_atoms"),
+            "new_labels": metrics.get("new_labels", len(new) if labels is not None else None),
+            "labels_with_variance": len(known),
+            "labels_over_threshold": over,
+            "fraction_over_threshold": over / len(known) if known and over is not None else None,
+            "label_max_variance": max(known) if known else None,
+            "prospective_force_rmse": prospective.get("force_rmse"),
+            "held_out_force_rmse": held_out.get("force_rmse"),
+            "prospective_over_held_out": ratio,
+        }
+    return {"parity": parity, "calibration": calibration}

@@ -78,10 +78,13 @@ def _diagonal(ax, values: np.ndarray) -> None:
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1)
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def _save(fig, path: str | os.PathLike, layout: bool = True) -> Path:
+    """Save and close; ``layout=False`` keeps the figure's own layout (a strip left for a figure
+    legend or a suptitle, which tight_layout would undo)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -178,6 +178,8 @@ class _Run:
         self.checkpoints: tuple[Path, int, str] | None = None
         #: Angstrom per step at most (fix dt/reset), or None: a fixed timestep
         self.max_displacement: float | None = None
+        #: eV of kinetic energy gained or lost by any atom in one step at most (fix dt/reset emax)
+        self.max_energy_change: float | None = None
         #: wall time inside LAMMPS "run" commands (MD steps) and in frames + monitors (s)
         self.clock = {"run_s": 0.0, "run_cpu_s": 0.0, "observe_s": 0.0}
 
@@ -254,6 +256,7 @@ def run_md(
     charges: dict[str, float] | None = None,
     checkpoint_every: int | None = None,
     max_displacement: float | None = None,
+    max_energy_change: float | None = None,
     comm=None,
 ) -> MDResult:
     """Run ``segments`` from ``atoms`` (velocities drawn at the first segment's ``t_start`` with
@@ -274,6 +277,10 @@ def run_md(
     step): no atom moves more than this in one step; the timestep never exceeds ``timestep``, so
     a run whose atoms stay slower is integrated exactly as without it. A hot run that reaches a
     stiff repulsive wall (the aux) is then integrated through it instead of exploding.
+    ``max_energy_change`` (eV, with ``max_displacement``): also no atom's kinetic energy changes by
+    more than this in one step (``fix dt/reset ... emax``). The displacement bound alone lets an
+    atom move 0.1 A into a wall that rises by tens of eV over that distance; the energy bound
+    shortens the step there, where the wall's curvature, not the atom's speed, limits it.
     """
     lammps_class()  # libmpi (MPICH ABI) loaded before mpi4py picks one
     from mpi4py import MPI
@@ -324,6 +331,7 @@ def run_md(
         if output_dir is not None and checkpoint_every:
             run.checkpoints = (final / CHECKPOINTS, int(checkpoint_every), signature)
         run.max_displacement = max_displacement
+        run.max_energy_change = max_energy_change if max_displacement else None
         if resume is not None:
             restore_result(result, resume)
         _integrate(run, atoms, segments, timestep=timestep, seed=seed, sample_every=sample_every,
@@ -534,7 +542,8 @@ def _integrate(run: _Run, atoms: Atoms, segments: Sequence[Segment], *, timestep
     if run.max_displacement:
         # never longer than the nominal step, never shorter than 1/1000 of it
         ps = timestep / 1000.0
-        run.command(f"fix alcgap_dt all dt/reset 1 {ps / 1000.0} {ps} {run.max_displacement} units box")
+        emax = f" emax {run.max_energy_change}" if run.max_energy_change else ""
+        run.command(f"fix alcgap_dt all dt/reset 1 {ps / 1000.0} {ps} {run.max_displacement}{emax} units box")
         result.smallest_timestep_fs = timestep
         result.elapsed_fs = 0.0
     step = target = resume["step"] if resume is not None else 0

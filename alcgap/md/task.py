@@ -65,6 +65,8 @@ class MDTask(BaseModel):
     checkpoint_every: int | None = Field(None, ge=1)
     #: an adaptive timestep: no atom moves more than this (Angstrom) in one step (None: fixed)
     max_displacement: float | None = Field(None, gt=0.0)
+    #: with max_displacement: no atom's kinetic energy changes by more than this (eV) in one step
+    max_energy_change: float | None = Field(None, gt=0.0)
 
     def write(self, path) -> Path:
         path = Path(path)
@@ -117,6 +119,7 @@ def run_task(task: MDTask):
         output_dir=task.output_dir,
         checkpoint_every=task.checkpoint_every,
         max_displacement=task.max_displacement,
+        max_energy_change=task.max_energy_change,
     )
 
 

@@ -364,6 +364,7 @@ def write_md_task(config: dict, xml: str, seed: int, temperature: float, size: i
         output_dir=str(out),
         checkpoint_every=explore.checkpoint_every,
         max_displacement=explore.max_displacement,
+        max_energy_change=explore.max_energy_change,
     )
     task = task.model_copy(update={"structure": here(task.structure), "output_dir": ".",
                                    "force_field": task.force_field.model_copy(update={"xml": here(task.force_field.xml)})})
@@ -384,3 +385,57 @@ def md_task_atoms(task_file: str) -> int:
 def md_command(task_file: str, launcher: str = "", threads: int = 1) -> str:
     """Shell line that runs one MD task file on the ranks the launcher starts."""
     return f"export OMP_NUM_THREADS={threads}; {launcher} {sys.executable} -m alcgap.md.task {task_file}"
+
+
+# -- the judge's stress test ------------------------------------------------------------------
+
+#: a finished stress run's record in its folder: read back on resume, not run again
+STRESS_RECORD = "record.json"
+
+
+def stress_run_settings(config: dict, temperature: float, seed: int) -> dict:
+    """What one stress run of ``judge.stress`` is, besides the model: a record made with other
+    settings is not this run's (a resume with a changed judge.stress or explore step runs it again)."""
+    from alcgap.config import CampaignConfig
+
+    settings = CampaignConfig.model_validate(config)
+    explore = settings.explore
+    return {"potential": settings.potential, "temperature": float(temperature), "seed": int(seed),
+            "steps": settings.judge.stress.steps, "timestep": explore.timestep,
+            "max_displacement": explore.max_displacement, "max_energy_change": explore.max_energy_change,
+            "monitor_every": explore.monitor_every, "aux_cutoffs": dict(settings.aux.cutoffs)}
+
+
+def read_stress_record(folder: str | os.PathLike, run_settings: dict) -> dict | None:
+    """The finished record of a stress run in ``folder`` made with ``run_settings``, else None."""
+    path = Path(folder) / STRESS_RECORD
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("settings") == json.loads(json.dumps(run_settings)) else None
+
+
+def stress_md(config: dict, xml: str, start_path: str, temperature: float, seed: int, folder: str) -> dict:
+    """One run of the judge's stress test (:func:`alcgap.stress.stress_run`, serial MD in this
+    process): ``xml`` from the training cell at ``temperature`` K. The record (its fields, and
+    ``physical`` and the run's ``settings``) is written to ``folder/record.json`` when the run
+    ends and returned; a folder that holds one for the same settings is read back, not run."""
+    from alcgap.config import CampaignConfig
+    from alcgap.stress import stress_run
+
+    run = stress_run_settings(config, temperature, seed)
+    done = read_stress_record(folder, run)
+    if done is not None:
+        return done
+    settings = CampaignConfig.model_validate(config)
+    start = read_frames(start_path)[0]
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    record = stress_run(settings.potential, xml, settings.species, start, temperature=float(temperature), density=1.0,
+                        seed=int(seed), steps=run["steps"], timestep=run["timestep"], aux_cutoffs=run["aux_cutoffs"],
+                        max_displacement=run["max_displacement"], max_energy_change=run["max_energy_change"],
+                        monitor_every=run["monitor_every"], folder=out)
+    data = {**asdict(record), "physical": record.physical, "settings": run}
+    write_json_atomic(out / STRESS_RECORD, data)
+    return json.loads(json.dumps(data))

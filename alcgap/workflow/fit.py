@@ -159,6 +159,24 @@ def aux_plot_data(aux: AuxFit) -> dict[str, dict]:
     return out
 
 
+#: an unguarded range wider than this fraction of the data's shortest pair is logged as a warning
+UNGUARDED_WARN_FRACTION = 0.1
+
+
+def unguarded_ranges(cutoffs: dict, frames) -> dict[str, dict]:
+    """Per pair: the aux cutoff, the shortest distance of the pair in ``frames`` and the width of
+    the range between them, where only the main GAP's extrapolation sets the energy. Measured on
+    energies-only SiO2 fits (Vashishta, paper cutoffs): Si-O 1.1 vs 1.33 A; hot runs fell through
+    that range into the aux wall, and with cutoffs just below the data's shortest pairs the same
+    runs stayed out of it (``benchmarks/stress_sweep.py``, issue 17 note)."""
+    from alcgap.distances import shortest_in_frames
+
+    seen = shortest_in_frames(frames) if frames else {}
+    return {pair_name(pair): {"aux_cutoff_A": float(rc), "data_shortest_A": round(float(seen[pair]), 4),
+                              "width_A": round(max(float(seen[pair]) - float(rc), 0.0), 4)}
+            for pair, rc in cutoffs.items() if pair in seen}
+
+
 def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
     """Run the whole composite fit in ``run_dir``; return (and write) the summary."""
     find_gap_fit()  # fail before any work if gap_fit is missing
@@ -200,6 +218,14 @@ def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
     ase.io.write(run_dir / "train.xyz", train, format="extxyz")
     ase.io.write(run_dir / "test.xyz", test, format="extxyz")
     console.log(f"{len(frames)} MD frames, {len(labelled)} labelled ({len(failed)} failed): {len(train)} train / {len(test)} test")
+    unguarded = unguarded_ranges(cutoffs, train)
+    for pair, gap in unguarded.items():
+        if gap["width_A"] > UNGUARDED_WARN_FRACTION * gap["data_shortest_A"]:
+            console.log(f"[yellow]{pair}: neither the aux (cutoff {gap['aux_cutoff_A']} A) nor the training data "
+                        f"(shortest {gap['data_shortest_A']} A) covers {gap['width_A']:.2f} A between them: there the "
+                        "main GAP extrapolates, and a hot run can fall into a hole before it meets the aux wall. "
+                        "A campaign flags and labels pairs there (distances.flag); a single fit does not: raise "
+                        f"aux.cutoffs.{pair} towards {gap['data_shortest_A']} A or add data that reaches it[/]")
     lap("data")
 
     models = {"composite": fit_main_gap(train, config.main, atom_energies, run_dir / "composite", aux_xml=aux.xml,
@@ -236,6 +262,8 @@ def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
         # dimer energy relative to 2.5 A at 0.8 x the aux cutoff, per model: the composite must repel
         "short_range_eV": {pair: {name: float(np.interp(0.8 * cutoffs[tuple(pair.split("-"))], c["r"], e))
                                   for name, e in c.items() if name != "r"} for pair, c in short.items()},
+        # per pair, the range neither the aux nor the training data covers (the main GAP's alone)
+        "unguarded_range": unguarded,
         "timings_s": timings,
         "plots": sorted(str(p) for p in (run_dir / "plots").glob("*.png")),
     }

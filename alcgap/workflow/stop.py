@@ -2,7 +2,9 @@
 
 Converged: every run at the target size (``judge.target_size`` x the training cell, 10 in the
 paper) was clean on every monitored frame, and the held-out errors (energy, force and, when
-``judge.max_stress_rmse`` is set, stress) are under their gates.
+``judge.max_stress_rmse`` is set, stress) are under their gates; with ``judge.stress`` set, the
+robustness stress test (run once every other gate passes) must hold too: ``judge.stress.min_held``
+of its hot runs survived with no pair far inside its aux cutoff.
 Otherwise the campaign goes on while each iteration learns something: an iteration that could
 add no new label stops with ``nothing_to_learn``, naming the gate that failed and the setting to
 change, rather than refit the same data. The iteration and label limits stop it too.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from alcgap.config import CampaignConfig
 
@@ -33,6 +36,14 @@ class Judgement:
     n_new_labels: int = 0
     #: GPa, held-out (nan when no held-out frame carries a stress)
     stress_rmse: float = float("nan")
+    #: the stress test (``judge.stress``): the fraction of its runs that held; None: not run (it
+    #: runs only when every other gate passed)
+    stress_held: float | None = None
+    #: per stress run: temperature, seed, outcome, held, first_inside_aux_step, and its pair
+    #: closest to the aux (``worst_pair``, ``worst_fraction``: shortest distance over the cutoff)
+    stress_runs: list[dict] = field(default_factory=list)
+    #: what the stress test ran with (:func:`stress_settings`): a replay with other settings runs it again
+    stress_settings: dict | None = None
 
     def target_runs(self) -> list[str]:
         return sorted(task for task, size in self.sizes.items() if size == self.target_size)
@@ -54,16 +65,78 @@ class StopDecision:
         return asdict(self)
 
 
-def gates(judgement: Judgement, config: CampaignConfig) -> tuple[bool, bool, bool, bool]:
-    """(target-size runs clean, energy, force and stress errors under their gates).
+class Gates(NamedTuple):
+    """The verdict of each gate of an iteration."""
+
+    clean: bool
+    energy: bool
+    force: bool
+    stress_rmse: bool
+    #: the stress test (``judge.stress``): passes without one; fails when set and not measured
+    stress_test: bool
+
+    def before_stress_test(self) -> bool:
+        """Every gate but the stress test passes: what the stress test waits for."""
+        return self.clean and self.energy and self.force and self.stress_rmse
+
+
+def stress_settings(config: CampaignConfig) -> dict | None:
+    """What a stress test is measured with: ``judge.stress`` (but ``min_held``, which only judges
+    it) and the explore section's step settings; None without a stress test."""
+    stress = config.judge.stress
+    if stress is None:
+        return None
+    explore = config.explore
+    return {**stress.model_dump(mode="json", exclude={"min_held"}), "timestep": explore.timestep,
+            "max_displacement": explore.max_displacement, "max_energy_change": explore.max_energy_change,
+            "monitor_every": explore.monitor_every, "aux_cutoffs": dict(config.aux.cutoffs)}
+
+
+def gates(judgement: Judgement, config: CampaignConfig) -> Gates:
+    """(target-size runs clean, energy, force and stress errors under their gates, stress test held).
 
     With a stress gate (``judge.max_stress_rmse``) a model whose held-out frames carry no stress
-    fails it: a gate asked for and never measured is not passed."""
+    fails it: a gate asked for and never measured is not passed. The same holds for the stress
+    test (``judge.stress``): not run, it is not passed (see :meth:`Gates.before_stress_test`)."""
     judge = config.judge
     energy_ok = judgement.energy_mae <= judge.max_energy_mae
     force_ok = math.isnan(judgement.force_rmse) or judgement.force_rmse <= judge.max_force_rmse
     stress_ok = judge.max_stress_rmse is None or judgement.stress_rmse <= judge.max_stress_rmse  # nan fails
-    return judgement.target_clean(), energy_ok, force_ok, stress_ok
+    stress_test_ok = judge.stress is None or (judgement.stress_held is not None
+                                              and judgement.stress_held >= judge.stress.min_held)
+    return Gates(judgement.target_clean(), energy_ok, force_ok, stress_ok, stress_test_ok)
+
+
+def _stress_failure(judgement: Judgement, config: CampaignConfig) -> str:
+    """Why the stress test failed: held runs out of all, per temperature, and the runs that did not hold."""
+    stress = config.judge.stress
+    runs = judgement.stress_runs
+    if judgement.stress_held is None:
+        return ("judge.stress is set but this iteration's stress test never ran (it was set after the iteration "
+                "was judged): a resume runs it")
+    by_t: dict[float, list[dict]] = {}
+    for run in runs:
+        by_t.setdefault(float(run["temperature"]), []).append(run)
+    counts = ", ".join(f"{sum(bool(r['held']) for r in group)} of {len(group)} runs held at {t:g} K"
+                       for t, group in sorted(by_t.items())) or f"{judgement.stress_held:.0%} of the runs held"
+    failed = []
+    for run in runs:
+        if run["held"]:
+            continue
+        what = run["outcome"] if run["outcome"] == "survived" else f"{run['outcome']} at step {run.get('steps_done')}"
+        closest = (f", {run['worst_pair']} down to {run['worst_fraction']:.2f} of its aux cutoff"
+                   if run.get("worst_pair") else "")
+        inside = (f", inside the aux from step {run['first_inside_aux_step']}"
+                  if run.get("first_inside_aux_step") is not None else "")
+        failed.append(f"seed {run['seed']} at {float(run['temperature']):g} K: {what}{closest}{inside}")
+    shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+    hottest = max((float(r["temperature"]) for r in runs if not r["held"]), default=max(stress.temperatures))
+    explored = max(config.explore.temperatures)
+    hint = (f"; exploration runs at most {explored:g} K: add explore.temperatures up to {hottest:g} K so that it "
+            "reaches, flags and labels the range the stress runs reached" if explored < hottest else "")
+    return (f"stress test: {counts} (judge.stress.min_held {stress.min_held}; a run holds when it survives with "
+            f"every pair at >= judge.stress.held_fraction {stress.held_fraction} of its aux cutoff)"
+            + (f": {shown}" if shown else "") + hint)
 
 
 def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
@@ -71,14 +144,22 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
     gates; otherwise stop at the iteration or label limit, or when the iteration learned nothing;
     otherwise go on."""
     judge = config.judge
-    clean, energy_ok, force_ok, stress_ok = gates(judgement, config)
+    verdict = gates(judgement, config)
+    clean, energy_ok, force_ok, stress_ok, stress_test_ok = verdict
     size = f"{judgement.target_size}x" + ("" if judgement.target_size == 10 else " (not the paper's 10x)")
     stress = f"stress RMSE {judgement.stress_rmse:.2f}"
-    if clean and energy_ok and force_ok and stress_ok:
+    if all(verdict):
+        held_runs = ""
+        if judge.stress is not None:
+            runs = judgement.stress_runs
+            share = (f"{sum(bool(r['held']) for r in runs)} of {len(runs)} runs" if runs
+                     else f"{judgement.stress_held:.0%} of the runs")
+            held_runs = f", stress test: {share} held (judge.stress.min_held {judge.stress.min_held})"
         return StopDecision(True, "converged", f"iteration {judgement.iteration}: every {size} run is clean on every "
                             f"monitored frame, energy MAE {judgement.energy_mae:.2f} <= {judge.max_energy_mae} meV/atom, "
                             f"force RMSE {judgement.force_rmse:.3f} <= {judge.max_force_rmse} eV/A"
-                            + (f", {stress} <= {judge.max_stress_rmse} GPa" if judge.max_stress_rmse is not None else ""))
+                            + (f", {stress} <= {judge.max_stress_rmse} GPa" if judge.max_stress_rmse is not None else "")
+                            + held_runs)
     missing = []
     if not clean:
         dirty = [t for t in judgement.target_runs() if judgement.verdicts.get(t) != "clean"]
@@ -92,6 +173,10 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
     elif not stress_ok:
         off = " (main.use_virials is false: the fit never saw a stress)" if config.main.use_virials is False else ""
         missing.append(f"{stress} > judge.max_stress_rmse {judge.max_stress_rmse} GPa{off}")
+    # the stress test runs only once every other gate passed: not run otherwise, and not a reason
+    stress_failed = not stress_test_ok and verdict.before_stress_test()
+    if stress_failed:
+        missing.append(_stress_failure(judgement, config))
     failing = "; ".join(missing)
     if judgement.iteration >= config.stop.max_iterations:
         return StopDecision(True, "max_iterations", f"reached stop.max_iterations={config.stop.max_iterations}; {failing}")
@@ -103,6 +188,13 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
         elif not clean:
             fix = ("no run flagged a new environment: lower explore.variance_factor, raise distances.data_margin "
                    "or select.budget")
+        elif stress_failed and judgement.stress_held is not None:
+            hotter = max(config.explore.temperatures) < max(judge.stress.temperatures)
+            fix = ("exploration is clean and found nothing new, but the stress test did not hold: "
+                   + ("explore as hot as it (explore.temperatures, above)" if hotter else
+                      "explore longer or wider (explore.protocol_scale, explore.seeds, explore.sizes)")
+                   + " so that the loop flags and labels that range, or relax judge.stress (min_held, held_fraction, "
+                   "temperatures)")
         else:
             fix = ("the runs are clean and explore nothing the model does not know: explore harder "
                    "(explore.temperatures, explore.protocol_scale), or relax the error gate")

@@ -295,3 +295,37 @@ def md_step_cost(runs: dict[str, list[dict]]) -> dict:
     per = {name: [e["cpu_s_per_step"] for e in entries] for name, entries in runs.items()}
     ratios = [c / t for c, t in zip(per.get("composite", []), per.get("traditional", [])) if c and t]
     return {"cpu_s_per_step": {name: spread(v) for name, v in per.items()}, "ratio": spread(ratios)}
+
+
+# ---------------------------------------------------------------- claim 2 by the stress test
+
+
+def stress_figures(records: Sequence[dict]) -> dict:
+    """Per potential and temperature, over the seeds: runs physical to the end (no pair inside an
+    aux cutoff, no failure), runs held (:func:`alcgap.stress.held`: survived, no pair below 0.9 of
+    its cutoff), the first unphysical step, the deepest pair, the failures by class."""
+    from alcgap.stress import held
+
+    out: dict = {}
+    for r in records:
+        out.setdefault(r["potential"], {}).setdefault(f"{r['temperature']:g}", []).append(r)
+    figures = {}
+    for potential, by_t in out.items():
+        figures[potential] = {}
+        for t, runs in by_t.items():
+            deepest = [min(r["cutoff_fractions"].values()) for r in runs if r.get("cutoff_fractions")]
+            figures[potential][t] = {
+                "runs": len(runs),
+                "physical": sum(r["physical"] for r in runs),
+                "held": sum(held(r) for r in runs),
+                "first_unphysical_step": spread([r["first_unphysical_step"] for r in runs]),
+                "first_unheld_step": spread([r.get("first_unheld_step") for r in runs]),
+                "first_unphysical_steps": [r["first_unphysical_step"] for r in runs],
+                "deepest_fraction": spread(deepest),
+                "failures": {kind: sum(r["outcome_of"] == kind for r in runs) for kind in ("potential", "integration")},
+                "outcomes": [r["outcome"] for r in runs],
+                "min_distances": {pair: min(r["min_distances"][pair] for r in runs if pair in r["min_distances"])
+                                  for pair in sorted({p for r in runs for p in r["min_distances"]})},
+                "drift_meV_atom_ps": spread([r.get("energy_drift_meV_atom_ps") for r in runs]),
+            }
+    return figures

@@ -37,14 +37,14 @@ class SettingsMismatch(RuntimeError):
 
 def check_settings(out: Path, scale: Scale) -> None:
     """Refuse to resume a folder made with another scale: its runs would not be comparable."""
-    from dataclasses import fields
+    from dataclasses import MISSING, fields
 
     path = out / "settings.json"
     current = json.loads(json.dumps(scale.as_dict()))
     if path.exists():
         saved = json.loads(path.read_text())["scale"]
         # a setting added to Scale since the folder was made counts as unchanged at its default
-        defaults = {f.name: f.default for f in fields(Scale)}
+        defaults = json.loads(json.dumps({f.name: f.default for f in fields(Scale) if f.default is not MISSING}))
         changed = sorted(k for k in current if saved.get(k, defaults.get(k)) != current[k])
         if changed:
             raise SettingsMismatch(f"{out} holds a run with other settings ({', '.join(changed)}); use another --out")

@@ -85,6 +85,8 @@ def measure_mode(stages: Stages, scale, mode: str, base: Path, start: Path, fit:
     vdos_runs = {p: rs[: scale.vdos_seeds or len(rs)] for p, rs in runs.items()}
     figures["vdos"] = vdos_mode(stages, scale, mode, vdos_runs, fit["models"], reference_calc, phonons)
     figures["cost"] = stages.run(f"cost {mode}", cost_mode, scale, fit["models"], entries)
+    seeds = [r["spec"].seed for r in runs["composite"]]
+    figures["stress"] = stages.run(f"stress {mode}", stress_mode, scale, base, start, fit["models"], seeds)
     (base / "claims.json").write_text(json.dumps(figures, indent=1, default=str))
     return figures
 
@@ -121,6 +123,34 @@ def vdos_mode(stages: Stages, scale, mode: str, runs: dict, models: dict, refere
 
 def _bare(atoms: Atoms) -> Atoms:
     return Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell, pbc=True)
+
+
+def stress_mode(scale, base: Path, start: Path, models: dict, seeds: list[int]) -> dict:
+    """Claim 2 by the stress test: composite and traditional of this mode, and the reference once
+    for both modes (``<out>/reference/stress``), the same runs for each. A finished sweep with the
+    same settings is read back, not run again."""
+    from alcgap.reference import vashishta_sio2_commands
+
+    settings = {"temperatures": list(scale.stress_temperatures), "seeds": seeds, "steps": scale.stress_steps,
+                "timestep_fs": scale.timestep, "aux_cutoffs": AUX_CUTOFFS, "start": str(start)}
+    sweeps = {"models": _sweep({p: models[p] for p in ("composite", "traditional")}, base / "stress", start, settings),
+              "reference": _sweep({"reference": vashishta_sio2_commands()}, base.parent / "reference" / "stress", start,
+                                  settings)}
+    records = sweeps["models"]["records"] + sweeps["reference"]["records"]
+    return {"settings": settings, "records": records, "by_potential": claims.stress_figures(records),
+            "survival_plot": str(base / "stress" / "survival.png")}
+
+
+def _sweep(potentials: dict, out: Path, start: Path, settings: dict) -> dict:
+    from alcgap.stress import read_sweep, stress_sweep, write_sweep
+
+    saved = out / "stress.json"
+    if saved.exists() and json.loads(saved.read_text()).get("settings") == settings:
+        return write_sweep(read_sweep(out), out, settings["steps"], settings=settings)  # tables of today's code
+    records = stress_sweep(potentials, ["Si", "O"], ase.io.read(start), out, temperatures=settings["temperatures"],
+                           seeds=settings["seeds"], steps=settings["steps"], timestep=settings["timestep_fs"],
+                           aux_cutoffs=AUX_CUTOFFS, progress=console.log)
+    return write_sweep(records, out, settings["steps"], settings=settings)
 
 
 def cost_mode(scale, models: dict, entries: dict) -> dict:

@@ -112,6 +112,7 @@ def headline(figures: dict, scale) -> dict:
         "cost_force_call_rounds": cost["force_call"][largest]["round_ratios_cpu"],
         "cost_force_call_all": {n: c["ratio_cpu"] for n, c in cost["force_call"].items()},
         "cost_md_step": cost["md_step"]["ratio"],
+        "stress": (figures.get("stress") or {}).get("by_potential", {}),
     }
 
 
@@ -140,6 +141,13 @@ def verdicts(h: dict) -> dict[str, tuple[bool, str]]:
                  f"and both GAPs integrated the same trajectory (largest position difference "
                  f"{max(diffs) if diffs else float('nan'):.1e} A): the runs are too short and too small to find the "
                  f"traditional GAP's missing repulsion")
+    stress = h.get("stress") or {}
+    for t in sorted({t for by_t in stress.values() for t in by_t}, key=float):
+        held = {p: stress[p][t] for p in ("composite", "traditional", "reference") if t in stress.get(p, {})}
+        why2 += (f". Stress test at {t} K: runs held (no failure, every pair at >= 0.9 of its aux cutoff) "
+                 + ", ".join(f"{p} {e['held']}/{e['runs']}" for p, e in held.items())
+                 + "; deepest pair over its cutoff " + ", ".join(f"{p} {e['deepest_fraction']['min']:.2f}"
+                                                                  for p, e in held.items()))
     out["2"] = (ok2 and rdf_ok, why2)
     low = h["vdos_low"].get("composite", {}).get("mean")
     n_low = h.get("vdos_low_modes")
@@ -185,6 +193,32 @@ def markdown_table(results: dict, scale, seeds: list[int]) -> str:
         row("2", f"shortest {pair} distance reached in any seed (A)", "-",
             lambda h, p, pair=pair: f"{h['min_distances'][p].get(pair, float('nan')):.2f}",
             f"{ref['min_distances']['reference'].get(pair, float('nan')):.2f}")
+    for t in (f"{t:g}" for t in scale.stress_temperatures):
+        if not any(t in h["stress"].get(p, {}) for h in heads.values() for p in ("composite", "traditional")):
+            continue  # measured before the stress rows existed
+
+        def stress(show, t=t):
+            def cell(h, p):
+                entry = h["stress"].get(p, {}).get(t)
+                return show(entry) if entry else "n/a"
+            control = ref["stress"].get("reference", {}).get(t)
+            return cell, (show(control) if control else "")
+
+        for figure, show in (
+                ("runs physical to the end: no pair inside an aux cutoff, no failure",
+                 lambda e: f"{e['physical']}/{e['runs']}"),
+                (f"runs held: no failure, every pair at >= {0.9:g} of its aux cutoff",
+                 lambda e: f"{e['held']}/{e['runs']}"),
+                ("deepest pair over its aux cutoff (min over seeds; mean ± std)",
+                 lambda e: f"{e['deepest_fraction']['min']:.2f} ({_pm(e['deepest_fraction'])})"),
+                ("first step not held (runs that had one: mean ± std)",
+                 lambda e: _pm(e["first_unheld_step"], 0) + f" ({e['first_unheld_step']['n']} runs)"
+                 if (e.get("first_unheld_step") or {}).get("n") else "none"),
+                ("runs ended by a failure: potential / integration",
+                 lambda e: f"{e['failures']['potential']} / {e['failures']['integration']}")):
+            cell, control = stress(show)
+            row("2", f"stress test {t} K, {scale.stress_steps} steps NVT from the crystal: {figure} (of {n})",
+                "traditional breaks, composite holds" if figure.startswith("runs held") else "-", cell, control)
     row("3", f"VDOS overlap with the reference below {scale.vdos_e_max:g} meV (mean ± std)", "composite agrees",
         lambda h, p: _pm(h["vdos_low"].get(p), 3))
     row("3", "VDOS overlap with the reference, whole range", "differs at high energy",
