@@ -140,7 +140,6 @@ def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[st
     entries = [json.loads(line) for line in (folder / "monitor.jsonl").read_text().splitlines()] \
         if (folder / "monitor.jsonl").exists() else []
     record.first_inside_aux_step, record.first_inside_aux_pair = first_below(entries, cutoffs, 1.0)
-    past_wall, _ = first_below(entries, cutoffs, HELD_FRACTION)
     record.energy_drift_meV_atom_ps = energy_drift(entries, len(atoms))
     volume = (result.final_thermo or {}).get("vol")
     if volume:
@@ -150,7 +149,7 @@ def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[st
         record.stop_reason = result.stop_reason
     end = result.steps_done if result.stopped_early else None
     record.first_unphysical_step = _first(record.first_inside_aux_step, end)
-    record.first_unheld_step = _first(past_wall, end)
+    record.first_unheld_step = first_unheld(entries, cutoffs, end)
     times = {e["step"]: e.get("time_fs") for e in entries}
     for step_field, time_field in (("first_unphysical_step", "first_unphysical_fs"), ("first_unheld_step", "first_unheld_fs")):
         step = getattr(record, step_field)
@@ -173,6 +172,12 @@ def first_below(entries: Sequence[dict], cutoffs: Mapping, fraction: float) -> t
         if below:
             return entry["step"], below[0]
     return None, None
+
+
+def first_unheld(entries: Sequence[dict], cutoffs: Mapping, end: int | None) -> int | None:
+    """The first step a run stopped holding: a pair below HELD_FRACTION of its aux cutoff in the
+    ``monitor.jsonl`` entries, or ``end``, the step a failure ended it at (None: it survived)."""
+    return _first(first_below(entries, cutoffs, HELD_FRACTION)[0], end)
 
 
 def _first(*steps: int | None) -> int | None:
@@ -244,8 +249,8 @@ def read_sweep(out: Path) -> list[StressRun]:
             monitor = run_folder(out, record.potential, record.temperature, record.density, record.pressure_bar,
                                  record.seed) / "monitor.jsonl"
             entries = [json.loads(line) for line in monitor.read_text().splitlines()] if monitor.exists() else []
-            record.first_unheld_step = _first(first_below(entries, cutoffs, HELD_FRACTION)[0],
-                                              record.steps_done if record.outcome != "survived" else None)
+            record.first_unheld_step = first_unheld(entries, cutoffs,
+                                                    record.steps_done if record.outcome != "survived" else None)
         records.append(record)
     return records
 

@@ -397,13 +397,11 @@ def stress_run_settings(config: dict, temperature: float, seed: int) -> dict:
     """What one stress run of ``judge.stress`` is, besides the model: a record made with other
     settings is not this run's (a resume with a changed judge.stress or explore step runs it again)."""
     from alcgap.config import CampaignConfig
+    from alcgap.workflow.stop import stress_md_settings
 
     settings = CampaignConfig.model_validate(config)
-    explore = settings.explore
     return {"potential": settings.potential, "temperature": float(temperature), "seed": int(seed),
-            "steps": settings.judge.stress.steps, "timestep": explore.timestep,
-            "max_displacement": explore.max_displacement, "max_energy_change": explore.max_energy_change,
-            "monitor_every": explore.monitor_every, "aux_cutoffs": dict(settings.aux.cutoffs)}
+            "steps": settings.judge.stress.steps, **stress_md_settings(settings)}
 
 
 def read_stress_record(folder: str | os.PathLike, run_settings: dict) -> dict | None:

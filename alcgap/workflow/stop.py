@@ -80,16 +80,22 @@ class Gates(NamedTuple):
         return self.clean and self.energy and self.force and self.stress_rmse
 
 
+def stress_md_settings(config: CampaignConfig) -> dict:
+    """How each stress run is integrated and judged against the aux: the explore section's step
+    settings and the aux cutoffs (the same for every run of a stress test)."""
+    explore = config.explore
+    return {"timestep": explore.timestep, "max_displacement": explore.max_displacement,
+            "max_energy_change": explore.max_energy_change, "monitor_every": explore.monitor_every,
+            "aux_cutoffs": dict(config.aux.cutoffs)}
+
+
 def stress_settings(config: CampaignConfig) -> dict | None:
     """What a stress test is measured with: ``judge.stress`` (but ``min_held``, which only judges
-    it) and the explore section's step settings; None without a stress test."""
+    it) and :func:`stress_md_settings`; None without a stress test."""
     stress = config.judge.stress
     if stress is None:
         return None
-    explore = config.explore
-    return {**stress.model_dump(mode="json", exclude={"min_held"}), "timestep": explore.timestep,
-            "max_displacement": explore.max_displacement, "max_energy_change": explore.max_energy_change,
-            "monitor_every": explore.monitor_every, "aux_cutoffs": dict(config.aux.cutoffs)}
+    return {**stress.model_dump(mode="json", exclude={"min_held"}), **stress_md_settings(config)}
 
 
 def gates(judgement: Judgement, config: CampaignConfig) -> Gates:
