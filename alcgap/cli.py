@@ -95,8 +95,8 @@ def _status(run_dir: Path, width: int | None = None) -> int:
     return 0
 
 
-def _stress(args) -> int:
-    from alcgap.stress import HELD_FRACTION, held, stress_sweep, write_sweep
+def _survival(args) -> int:
+    from alcgap.survival import HELD_FRACTION, held, survival_sweep, write_sweep
 
     try:
         cutoffs = {name.strip(): float(value) for name, value in (item.split("=") for item in args.cutoffs.split(","))}
@@ -121,7 +121,7 @@ def _stress(args) -> int:
 
         potentials["Vashishta (reference)"] = vashishta_sio2_commands()
     settings = {k: v for k, v in vars(args).items() if k != "command"}
-    records = stress_sweep(potentials, args.species, start, Path(args.out), temperatures=args.temperatures,
+    records = survival_sweep(potentials, args.species, start, Path(args.out), temperatures=args.temperatures,
                            seeds=args.seeds, densities=args.densities, steps=args.steps, timestep=args.timestep,
                            aux_cutoffs=cutoffs, max_displacement=args.max_displacement or None,
                            max_energy_change=args.max_energy_change or None,
@@ -135,7 +135,7 @@ def _stress(args) -> int:
         print(f"{potential} @ {condition}: physical {sum(r.physical for r in runs)}/{len(runs)}, held "
               f"{sum(held(r) for r in runs)}/{len(runs)} (survived, every pair >= {HELD_FRACTION} of its aux cutoff); "
               f"deepest pair {deepest:.2f} of its cutoff")
-    print(f"wrote {Path(args.out) / 'stress.json'} and {Path(args.out) / 'survival.png'}")
+    print(f"wrote {Path(args.out) / 'survival.json'} and {Path(args.out) / 'survival.png'}")
     return 0
 
 
@@ -160,26 +160,26 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("run_dir")
     report = commands.add_parser("report", help="write the HTML report and JSON summary of a run directory")
     report.add_argument("run_dir")
-    stress = commands.add_parser("stress", help="push potentials towards their short-range hole: survival vs time")
-    stress.add_argument("models", nargs="+", help="GAP xml files (composite or plain), each run the same way")
-    stress.add_argument("--species", nargs="+", default=["Si", "O"], help="LAMMPS type order (default: Si O)")
-    stress.add_argument("--start", default=None, help="start structure, any file ASE reads (default: beta-cristobalite)")
-    stress.add_argument("--cutoffs", default="Si-Si=1.6,Si-O=1.1,O-O=0.8",
+    survival = commands.add_parser("survival", help="push potentials towards their short-range hole: survival vs time")
+    survival.add_argument("models", nargs="+", help="GAP xml files (composite or plain), each run the same way")
+    survival.add_argument("--species", nargs="+", default=["Si", "O"], help="LAMMPS type order (default: Si O)")
+    survival.add_argument("--start", default=None, help="start structure, any file ASE reads (default: beta-cristobalite)")
+    survival.add_argument("--cutoffs", default="Si-Si=1.6,Si-O=1.1,O-O=0.8",
                         help="aux cutoffs per pair, A: a pair inside one is the first unphysical event")
-    stress.add_argument("--temperatures", type=float, nargs="+", default=[3000.0, 6000.0, 9000.0])
-    stress.add_argument("--densities", type=float, nargs="+", default=[1.0], help="multiples of the start's density")
-    stress.add_argument("--pressures", type=float, nargs="+", default=None,
+    survival.add_argument("--temperatures", type=float, nargs="+", default=[3000.0, 6000.0, 9000.0])
+    survival.add_argument("--densities", type=float, nargs="+", default=[1.0], help="multiples of the start's density")
+    survival.add_argument("--pressures", type=float, nargs="+", default=None,
                         help="bar: also NPT runs at these pressures (-1: an NVT run beside them); default NVT only")
-    stress.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    stress.add_argument("--steps", type=int, default=2000)
-    stress.add_argument("--timestep", type=float, default=1.0, help="fs (the largest, with --max-displacement)")
-    stress.add_argument("--max-displacement", type=float, default=0.1,
+    survival.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    survival.add_argument("--steps", type=int, default=2000)
+    survival.add_argument("--timestep", type=float, default=1.0, help="fs (the largest, with --max-displacement)")
+    survival.add_argument("--max-displacement", type=float, default=0.1,
                         help="adaptive timestep: A per step at most (0: a fixed timestep)")
-    stress.add_argument("--max-energy-change", type=float, default=0.5,
+    survival.add_argument("--max-energy-change", type=float, default=0.5,
                         help="adaptive timestep: eV of kinetic energy any atom gains or loses in one step at most "
                              "(0: the displacement bound alone)")
-    stress.add_argument("--reference", action="store_true", help="also run the shipped Vashishta SiO2, the control")
-    stress.add_argument("--out", default="stress", help="output folder (stress.json, survival.png, runs/)")
+    survival.add_argument("--reference", action="store_true", help="also run the shipped Vashishta SiO2, the control")
+    survival.add_argument("--out", default="survival", help="output folder (survival.json, survival.png, runs/)")
     args = parser.parse_args(argv)
 
     from alcgap.fit.gapfit import GapFitError
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {write_report(run_dir)}")
         elif args.command == "status":
             return _status(Path(args.run_dir))
-        elif args.command == "stress":
-            return _stress(args)
+        elif args.command == "survival":
+            return _survival(args)
         elif args.command == "report":
             from alcgap.analysis.report import main_report
 

@@ -614,7 +614,7 @@ def _check_pair_table(field: str, table: dict[str, float], species: list[str]) -
 
 class DistanceSettings(Strict):
     """The one per-pair distance table of flags, clustering verdict and collapse abort
-    (see :mod:`alcgap.distances`): flag -> (1 - cluster_margin) clustered -> x collapse_fraction."""
+    (see :mod:`alcgap.explore.distances`): flag -> (1 - cluster_margin) clustered -> x collapse_fraction."""
 
     #: flag distances per pair ("Si-O": 1.5, Angstrom); pairs left out come from the data:
     #: (1 - data_margin) x their shortest distance in the labelled bootstrap frames
@@ -624,7 +624,7 @@ class DistanceSettings(Strict):
     #: 0.2 when a classical potential other than the reference made the bootstrap geometry (a
     #: stand-in for a DFT reference), whose shortest pairs are the stand-in's, not the
     #: reference's; else 0.15: the reference's own potential, given structures or a rattled
-    #: crystal (see alcgap.distances)
+    #: crystal (see alcgap.explore.distances)
     cluster_margin: float | None = Field(None, gt=0.0, lt=1.0)
     #: an MD run stops when pairs come closer than collapse_fraction x their clustered distance
     collapse_fraction: float = Field(0.6, gt=0.0, lt=1.0)
@@ -695,11 +695,11 @@ class ExploreSettings(Strict):
 
 
 class SelectSettings(Strict):
-    """Which flagged local environments get labelled (see alcgap.select)."""
+    """Which flagged local environments get labelled (see alcgap.explore.select)."""
 
     #: labels per iteration at most, shared by all exploration runs of the iteration
     budget: int = Field(20, ge=1)
-    #: per-atom SOAP distance below which two environments are the same event (None: alcgap.select's measured default)
+    #: per-atom SOAP distance below which two environments are the same event (None: alcgap.explore.select's measured default)
     min_soap_distance: float | None = Field(None, ge=0.0)
 
 
@@ -707,13 +707,13 @@ class LabelSettings(Strict):
     """How selected frames become labels."""
 
     #: frames with more atoms are not labelled whole: a periodic sub-cell is carved around each
-    #: flagged region (alcgap.carve). None: the training cell's size
+    #: flagged region (alcgap.explore.carve). None: the training cell's size
     max_atoms: int | None = Field(None, ge=1)
     #: surroundings kept around the flagged atoms of a carved cell (Angstrom; None: the SOAP cutoff)
     carve_radius: float | None = Field(None, gt=0.0)
     #: relax the atoms of a carved cell beyond ``carve_frozen_radius`` of its flagged atoms with
     #: the model that explored, before labelling: the cut boundary otherwise puts the cell
-    #: ~1 eV/atom above anything trained on and costs the SCF 5-10x the steps (alcgap.carve)
+    #: ~1 eV/atom above anything trained on and costs the SCF 5-10x the steps (alcgap.explore.carve)
     relax_boundary: bool = True
     #: atoms within this distance of the flagged atoms keep the source geometry exactly
     #: (Angstrom; None: the carving radius less 1 A, the first two neighbour shells of SiO2)
@@ -734,8 +734,8 @@ class LabelSettings(Strict):
         return self
 
 
-class StressJudgeSettings(Strict):
-    """The robustness stress test of an iteration that passed every other gate (alcgap.stress,
+class SurvivalJudgeSettings(Strict):
+    """The survival test of an iteration that passed every other gate (alcgap.survival,
     project issue 17): hot NVT runs of the iteration's deployed model from the training cell
     (1x, at its density), one per temperature and seed, at ``explore.timestep`` with the explore
     section's adaptive step (``max_displacement``, ``max_energy_change``). The iteration converges
@@ -785,9 +785,9 @@ class JudgeSettings(Strict):
     #: max_like_neighbours: alcgap.analysis.clustering.ClusteringCriteria fields); None: SiO2's
     #: for Si + O, covalent radii otherwise. Short pairs come from the ``distances`` table
     clustering: dict | None = None
-    #: the robustness stress test, run once the other gates pass; the iteration converges only
-    #: when ``min_held`` of its runs hold (see StressJudgeSettings). None: no stress test
-    stress: StressJudgeSettings | None = None
+    #: the survival test, run once the other gates pass; the iteration converges only
+    #: when ``min_held`` of its runs hold (see SurvivalJudgeSettings). None: no survival test
+    survival: SurvivalJudgeSettings | None = None
 
     @field_validator("clustering")
     @classmethod

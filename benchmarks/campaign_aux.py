@@ -15,7 +15,7 @@ the Vashishta reference for CP2K xTB, judged at 10x). ``--config`` and ``--site`
 campaign (the paper's, through a cluster site) the same way. Per seed and potential it reports
 the labels (condensed ones trained on, and the dimer scan's), the iterations and wall time to the
 first clean 10x run, the prospective error per iteration, and the stress-test survival of the
-final model (``alcgap.stress``: the same hot NVT runs for every model, from the crystal, with the
+final model (``alcgap.survival``: the same hot NVT runs for every model, from the crystal, with the
 package's adaptive step; unphysical = a pair inside its aux cutoff, a collapse or lost atoms).
 
 Writes ``benchmarks/results/campaign_aux/summary.json`` and ``campaign_aux.png``.
@@ -75,10 +75,10 @@ def final_model(folder: Path, iterations: int) -> str:
 
 
 def stress(models: dict[str, str], cutoffs: dict, temperatures: list[float], seeds: list[int], steps: int) -> list[dict]:
-    from alcgap.stress import stress_sweep, write_sweep
+    from alcgap.survival import survival_sweep, write_sweep
     from alcgap.structures import beta_cristobalite
 
-    records = stress_sweep(models, ["Si", "O"], beta_cristobalite(), OUT / "stress", temperatures=temperatures,
+    records = survival_sweep(models, ["Si", "O"], beta_cristobalite(), OUT / "stress", temperatures=temperatures,
                            seeds=seeds, steps=steps, timestep=1.0, aux_cutoffs=cutoffs, max_displacement=0.1)
     return write_sweep(records, OUT / "stress", steps, settings={"temperatures": temperatures, "seeds": seeds,
                                                                   "steps": steps, "aux_cutoffs": cutoffs,

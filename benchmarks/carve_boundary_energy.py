@@ -5,7 +5,7 @@
 A 240-atom SiO2 frame (beta-cristobalite x10, Vashishta melt 300 -> 5000 -> 300 K, 1400 steps of
 1 fs), one Si-O bond near its middle shortened by each push (A), carved around the pair with
 the default settings (radius 4 A). The Vashishta reference labels the frame and the carved cell,
-as cut and with its boundary relaxed (alcgap.carve.relax_boundary: atoms beyond 3 A of the pair,
+as cut and with its boundary relaxed (alcgap.explore.carve.relax_boundary: atoms beyond 3 A of the pair,
 the campaign's default frozen radius, relaxed by the Vashishta potential standing in for the
 explored model); printed per push: atoms carved, energy per atom of each, the same less the
 pushed pair's own energy (what the push costs the whole frame), and the largest difference of
@@ -22,7 +22,7 @@ import numpy as np
 from ase.geometry import find_mic
 from matscipy.neighbours import neighbour_list
 
-from alcgap.carve import CarveSettings, carve, info_indices, relax_boundary
+from alcgap.explore.carve import CarveSettings, carve, info_indices, relax_boundary
 from alcgap.md.classical import run_classical_md
 from alcgap.md.protocols import Segment, scaled_cell
 from alcgap.reference import LammpsReference, vashishta_sio2_commands

@@ -1,4 +1,4 @@
-"""Atoms per carved cell (alcgap.carve) against the frames they come from: no DFT.
+"""Atoms per carved cell (alcgap.explore.carve) against the frames they come from: no DFT.
 
     python benchmarks/carve_cost.py [--radius 4 5] [--samples 30] [--rattled]
 
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from ase.geometry import find_mic  # noqa: E402
 from matscipy.neighbours import neighbour_list  # noqa: E402
 
-from alcgap.carve import CarveSettings, carve, check_carved  # noqa: E402
+from alcgap.explore.carve import CarveSettings, carve, check_carved  # noqa: E402
 from alcgap.md.protocols import Segment, scaled_cell  # noqa: E402
 from alcgap.structures import beta_cristobalite, rattled  # noqa: E402
 

@@ -7,7 +7,7 @@ section, loaded with ``alcgap.config``, run through ``alcgap.reference.Cp2kRefer
 same settings and ranks for every label. Frame: SiO2 beta-cristobalite x10 (240 atoms), melted
 and quenched with the Vashishta potential (``benchmarks/carve_cost.py``'s frame, 1400 steps).
 Carved cells: ``--samples`` single-atom events and ``--samples`` short Si-O pairs (an O pushed
-0.5 A toward its Si, as a flagged pair looks), each carved by ``alcgap.carve.carve`` with the
+0.5 A toward its Si, as a flagged pair looks), each carved by ``alcgap.explore.carve.carve`` with the
 config's carving radius (``label.carve_radius``, default the SOAP cutoff), as the campaign's
 selection carves them, then their boundary relaxed as the campaign relaxes it (atoms beyond the
 default frozen radius, the carving radius less 1 A; the Vashishta potential stands in for the
@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carve_cost import events, frame  # noqa: E402  (the 240-atom Vashishta frame and its events)
 
-from alcgap.carve import CarveSettings, carve, relax_boundary  # noqa: E402
+from alcgap.explore.carve import CarveSettings, carve, relax_boundary  # noqa: E402
 from alcgap.config import load_campaign_config  # noqa: E402
 from alcgap.reference import LammpsReference, make_reference  # noqa: E402
 from alcgap.workflow.apps import frozen_radius  # noqa: E402

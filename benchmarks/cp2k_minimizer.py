@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carve_cost import events, frame  # noqa: E402
 from cp2k_carve_cost import CONFIG, RESULTS, label_cost  # noqa: E402
 
-from alcgap.carve import CarveSettings, carve, relax_boundary  # noqa: E402
+from alcgap.explore.carve import CarveSettings, carve, relax_boundary  # noqa: E402
 from alcgap.config import load_campaign_config  # noqa: E402
 from alcgap.reference import LammpsReference, make_reference  # noqa: E402
 from alcgap.workflow.apps import frozen_radius  # noqa: E402

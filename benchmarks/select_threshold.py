@@ -1,5 +1,5 @@
 """Per-atom SOAP distances in real MD: what separates "the same event a few frames later" from
-distinct environments, and so the duplicate rules of alcgap.select.
+distinct environments, and so the duplicate rules of alcgap.explore.select.
 
     OMP_NUM_THREADS=1 python benchmarks/select_threshold.py      (about a minute)
 
@@ -7,7 +7,7 @@ Real MD through the package's driver (alcgap.md.lammps.run_md via run_classical_
 Vashishta SiO2 potential shipped with LAMMPS: 240 atoms (24-atom beta-cristobalite x 10,
 scaled_cell), NVT (Nose-Hoover), 1 fs steps, a frame every 10 fs; 1 ps to equilibrate (frames
 dropped), then 2 ps kept; at 4000 K (the exploration melt) and 1500 K. Per-atom SOAP as
-alcgap.select computes it (SelectionSettings defaults), distance = 1 - cosine similarity.
+alcgap.explore.select computes it (SelectionSettings defaults), distance = 1 - cosine similarity.
 
 Measured per species: the same atom 10, 20, 50, 100, 500 fs later; different atoms of the same
 frame; each atom's nearest other atom of its frame; and the flagged atoms alone (those with a
@@ -33,7 +33,7 @@ from ase.neighborlist import neighbor_list
 from alcgap.md.classical import run_classical_md
 from alcgap.md.protocols import nvt, scaled_cell
 from alcgap.reference import vashishta_sio2_commands
-from alcgap.select import MIN_DISTANCE, SelectionSettings, per_atom_soap, select_environments
+from alcgap.explore.select import MIN_DISTANCE, SelectionSettings, per_atom_soap, select_environments
 from alcgap.structures import beta_cristobalite
 
 ROOT = Path(__file__).resolve().parents[1]

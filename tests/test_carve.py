@@ -1,4 +1,4 @@
-"""Carving small periodic cells around flagged atoms of a large MD frame (alcgap.carve).
+"""Carving small periodic cells around flagged atoms of a large MD frame (alcgap.explore.carve).
 
 The frame is real: 240 atoms of SiO2 (beta-cristobalite x10) melted and quenched with the
 Vashishta potential in LAMMPS (~4 s), so the carved cells see amorphous surroundings."""
@@ -14,7 +14,7 @@ from ase.build import bulk
 from ase.geometry import find_mic
 from matscipy.neighbours import neighbour_list
 
-from alcgap.carve import (
+from alcgap.explore.carve import (
     CarveSettings,
     carve,
     carve_events,
@@ -292,7 +292,7 @@ def test_each_event_s_cell_keeps_only_its_own_short_pair(amorphous):
 def test_a_2160_atom_frame():
     """10x the 216-atom cell of the paper; here the cell is found by wrapping about the centroid
     (the frame is far wider than the cell), which must agree with the ghost-atom neighbour list."""
-    from alcgap.carve import _near_centroid
+    from alcgap.explore.carve import _near_centroid
 
     frame = rattled(scaled_cell(beta_cristobalite(), 90), 0.08, seed=4)
     si, o = bonded_pair(frame, near=np.array([0.0, 0.5, 1.0]))
@@ -362,7 +362,7 @@ def test_a_relaxed_boundary_puts_the_carved_cell_in_the_range_of_the_training_da
     are untouched. Two events: an atom of the unperturbed frame (a variance flag), and the planted
     short pair, whose own energy (what pushing the O costs in the whole frame) is taken out first:
     a whole frame would carry it too."""
-    from alcgap.carve import relax_boundary
+    from alcgap.explore.carve import relax_boundary
     from alcgap.reference import LammpsReference
 
     frame, si, o = flagged
@@ -414,7 +414,7 @@ def test_a_relaxation_that_makes_a_short_pair_stops_before_it(flagged, carved):
     atoms near the centres never move."""
     from ase.calculators.calculator import Calculator, all_changes
 
-    from alcgap.carve import relax_boundary
+    from alcgap.explore.carve import relax_boundary
 
     class Collapse(Calculator):
         implemented_properties = ["energy", "forces"]

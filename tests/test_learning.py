@@ -12,7 +12,7 @@ import pytest
 from ase import units
 
 from alcgap.config import ConfigError, load_campaign_config
-from alcgap.distances import DistanceTable, base_criteria, clustering_criteria
+from alcgap.explore.distances import DistanceTable, base_criteria, clustering_criteria
 from alcgap.md.classical import run_classical_md
 from alcgap.md.forces import ForceField
 from alcgap.md.lammps import run_md
@@ -46,7 +46,7 @@ def monitor_settings(table, every=10, variance_threshold=None):
 
 
 def test_one_table_orders_flag_clustered_collapse(table, bootstrap):
-    from alcgap.distances import shortest_in_frames
+    from alcgap.explore.distances import shortest_in_frames
 
     seen = shortest_in_frames(bootstrap)
     for pair, flag in table.flag.items():

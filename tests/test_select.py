@@ -14,7 +14,7 @@ from alcgap.config import ConfigError, load_campaign_config
 from alcgap.md.classical import run_classical_md
 from alcgap.md.protocols import nvt, scaled_cell
 from alcgap.reference import vashishta_sio2_commands
-from alcgap.select import MIN_DISTANCE, SelectionSettings, centre_atoms, per_atom_soap, select_environments
+from alcgap.explore.select import MIN_DISTANCE, SelectionSettings, centre_atoms, per_atom_soap, select_environments
 from alcgap.structures import beta_cristobalite, rattled
 from alcgap.workflow.stop import Judgement, decide
 

@@ -261,7 +261,7 @@ def cluster_pictures(run: Path, iteration: int, series: dict, out: Path) -> list
     import ase.io
 
     from alcgap.analysis.clustering import detect_clustering
-    from alcgap.distances import DistanceTable, clustering_criteria
+    from alcgap.explore.distances import DistanceTable, clustering_criteria
 
     config = _config(run)
     table = (_state(run, 0).get("distances") or {}).get("table")

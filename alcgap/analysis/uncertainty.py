@@ -95,7 +95,7 @@ def centre_force_errors(calc, labelled: Sequence[Atoms]) -> dict:
     the reference forces' RMS on the same atoms.
 
     - ``centre_*``: the flagged atoms (``info["centre_atoms"]``).
-    - ``core_*``: the atoms at the explored frame's geometry (:func:`alcgap.carve.exact_atoms`):
+    - ``core_*``: the atoms at the explored frame's geometry (:func:`alcgap.explore.carve.exact_atoms`):
       in a carved cell the event and its surroundings, without the boundary the carve added
       and then relaxed. That relaxation is done by the model being measured, so on the relaxed
       atoms its forces are ~0 by construction and the cell's energy is at its own minimum: the
@@ -106,8 +106,8 @@ def centre_force_errors(calc, labelled: Sequence[Atoms]) -> dict:
     different hardness: the frames a later model gets wrong can be contacts with 5x the forces
     of the first model's (seen in the xTB demo: centre reference forces 3 eV/A RMS in iteration
     1, 18 eV/A in iteration 2)."""
-    from alcgap.carve import exact_atoms
-    from alcgap.select import centre_atoms
+    from alcgap.explore.carve import exact_atoms
+    from alcgap.explore.select import centre_atoms
 
     parts: dict[str, tuple[list, list]] = {"": ([], []), "centre_": ([], []), "core_": ([], [])}
     for atoms in labelled:

@@ -4,7 +4,7 @@ Flags (the frame is kept for selection, the run goes on):
 - :class:`ShortPairFlag` -- a species pair closer than its flag distance;
 - :class:`HighVarianceFlag` -- an atom's predicted variance above a threshold;
 - the clustering verdict (:mod:`alcgap.analysis.clustering` with the clustered distances of the
-  same table, :mod:`alcgap.distances`): a clustered frame is always flagged, so every contact
+  same table, :mod:`alcgap.explore.distances`): a clustered frame is always flagged, so every contact
   the judge holds against a run was offered for labelling.
 Per atom, flagged frames carry ``short_pair_ratio`` (the atom's closest pair over that pair's
 flag distance; < 1: flagged) and the variance, so selection scores local environments.

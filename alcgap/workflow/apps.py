@@ -194,9 +194,9 @@ def select(candidate_paths: list[str], known_paths: list[str], config: dict, bud
     model's error, not from the material, and are not candidates. ``model_xml``: the model that
     explored; it relaxes the boundary of each carved cell (``label.relax_boundary``).
     ``select_fn(candidates, known, budget) -> frames`` replaces the built-in choice."""
-    from alcgap.carve import CarveSettings
+    from alcgap.explore.carve import CarveSettings
     from alcgap.config import CampaignConfig
-    from alcgap.select import SelectionSettings, select_environments
+    from alcgap.explore.select import SelectionSettings, select_environments
 
     settings = CampaignConfig.model_validate(config)
     candidates = []
@@ -255,11 +255,11 @@ CORE_RADIUS = 2.0
 
 def boundary_relaxer(settings, model_xml: str | None):
     """``cell, source -> cell`` relaxing a carved cell's boundary with the model that explored
-    (alcgap.carve.relax_boundary), or None when ``label.relax_boundary`` is off or no model is given."""
+    (alcgap.explore.carve.relax_boundary), or None when ``label.relax_boundary`` is off or no model is given."""
     if not settings.label.relax_boundary or model_xml is None:
         return None
     from alcgap.calculator import GapCalculator
-    from alcgap.carve import relax_boundary
+    from alcgap.explore.carve import relax_boundary
 
     frozen = frozen_radius(settings)
 
@@ -271,7 +271,7 @@ def boundary_relaxer(settings, model_xml: str | None):
 
 
 def frozen_radius(settings) -> float:
-    """``label.carve_frozen_radius``, default the carving radius less 1 A (alcgap.carve)."""
+    """``label.carve_frozen_radius``, default the carving radius less 1 A (alcgap.explore.carve)."""
     radius = settings.label.carve_radius or settings.main.soap.cutoff
     return settings.label.carve_frozen_radius or max(radius - 1.0, 0.5 * radius)
 
@@ -282,7 +282,7 @@ def _carve(frame: Atoms, cores: list[list[int]], settings, skipped: list, base: 
     times one around each (seen: 93 atoms for two xTB events against 42 each; DFT cost ~N^3).
     A frame too small to hold a cell of the carving radius (a 2x cell, say) costs no more whole
     than carved: it is labelled whole, once, and the reason recorded."""
-    from alcgap.carve import carve
+    from alcgap.explore.carve import carve
 
     pieces = []
     for core in cores:
@@ -327,7 +327,7 @@ def exploration_monitor(config: dict, table: dict, variance_threshold: float | N
     """The monitors of an exploration run: flags, clustering verdict and collapse, from one table
     (the flags for the model trained on the frames of ``training_path``)."""
     from alcgap.config import CampaignConfig
-    from alcgap.distances import DistanceTable, clustering_criteria
+    from alcgap.explore.distances import DistanceTable, clustering_criteria
 
     settings = CampaignConfig.model_validate(config)
     distances = DistanceTable.from_dict(table)
@@ -389,24 +389,24 @@ def md_command(task_file: str, launcher: str = "", threads: int = 1) -> str:
 
 # -- the judge's stress test ------------------------------------------------------------------
 
-#: a finished stress run's record in its folder: read back on resume, not run again
-STRESS_RECORD = "record.json"
+#: a finished survival run's record in its folder: read back on resume, not run again
+SURVIVAL_RECORD = "record.json"
 
 
-def stress_run_settings(config: dict, temperature: float, seed: int) -> dict:
-    """What one stress run of ``judge.stress`` is, besides the model: a record made with other
-    settings is not this run's (a resume with a changed judge.stress or explore step runs it again)."""
+def survival_run_settings(config: dict, temperature: float, seed: int) -> dict:
+    """What one survival run of ``judge.survival`` is, besides the model: a record made with other
+    settings is not this run's (a resume with a changed judge.survival or explore step runs it again)."""
     from alcgap.config import CampaignConfig
-    from alcgap.workflow.stop import stress_md_settings
+    from alcgap.workflow.stop import survival_md_settings
 
     settings = CampaignConfig.model_validate(config)
     return {"potential": settings.potential, "temperature": float(temperature), "seed": int(seed),
-            "steps": settings.judge.stress.steps, **stress_md_settings(settings)}
+            "steps": settings.judge.survival.steps, **survival_md_settings(settings)}
 
 
-def read_stress_record(folder: str | os.PathLike, run_settings: dict) -> dict | None:
-    """The finished record of a stress run in ``folder`` made with ``run_settings``, else None."""
-    path = Path(folder) / STRESS_RECORD
+def read_survival_record(folder: str | os.PathLike, run_settings: dict) -> dict | None:
+    """The finished record of a survival run in ``folder`` made with ``run_settings``, else None."""
+    path = Path(folder) / SURVIVAL_RECORD
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -414,26 +414,26 @@ def read_stress_record(folder: str | os.PathLike, run_settings: dict) -> dict | 
     return data if data.get("settings") == json.loads(json.dumps(run_settings)) else None
 
 
-def stress_md(config: dict, xml: str, start_path: str, temperature: float, seed: int, folder: str) -> dict:
-    """One run of the judge's stress test (:func:`alcgap.stress.stress_run`, serial MD in this
+def survival_md(config: dict, xml: str, start_path: str, temperature: float, seed: int, folder: str) -> dict:
+    """One run of the judge's stress test (:func:`alcgap.survival.survival_run`, serial MD in this
     process): ``xml`` from the training cell at ``temperature`` K. The record (its fields, and
     ``physical`` and the run's ``settings``) is written to ``folder/record.json`` when the run
     ends and returned; a folder that holds one for the same settings is read back, not run."""
     from alcgap.config import CampaignConfig
-    from alcgap.stress import stress_run
+    from alcgap.survival import survival_run
 
-    run = stress_run_settings(config, temperature, seed)
-    done = read_stress_record(folder, run)
+    run = survival_run_settings(config, temperature, seed)
+    done = read_survival_record(folder, run)
     if done is not None:
         return done
     settings = CampaignConfig.model_validate(config)
     start = read_frames(start_path)[0]
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    record = stress_run(settings.potential, xml, settings.species, start, temperature=float(temperature), density=1.0,
+    record = survival_run(settings.potential, xml, settings.species, start, temperature=float(temperature), density=1.0,
                         seed=int(seed), steps=run["steps"], timestep=run["timestep"], aux_cutoffs=run["aux_cutoffs"],
                         max_displacement=run["max_displacement"], max_energy_change=run["max_energy_change"],
                         monitor_every=run["monitor_every"], folder=out)
     data = {**asdict(record), "physical": record.physical, "settings": run}
-    write_json_atomic(out / STRESS_RECORD, data)
+    write_json_atomic(out / SURVIVAL_RECORD, data)
     return json.loads(json.dumps(data))

@@ -3,7 +3,7 @@
 iteration 0   dimers + isolated atoms --label--> aux fit;  classical melt-and-quench --label-->
 iteration k   fit main GAP on the residual -> explore (MD tasks with monitors) -> select (per
               task, as soon as it finishes) -> label (as soon as selected) -> judge (with
-              judge.stress: the stress test, once every other gate passes) -> stop?
+              judge.survival: the survival test, once every other gate passes) -> stop?
 
 The driver does no science: every step is an app of :mod:`alcgap.workflow.apps` (or the MD task
 command). It is the only writer of the label store, and writes each label the moment its future
@@ -28,18 +28,18 @@ from ase import Atoms
 from rich.console import Console
 
 from alcgap.config import CampaignConfig, ConfigError, load_campaign_config, read_yaml
-from alcgap.distances import OWN_BOOTSTRAP_MARGIN, STAND_IN_BOOTSTRAP_MARGIN
+from alcgap.explore.distances import OWN_BOOTSTRAP_MARGIN, STAND_IN_BOOTSTRAP_MARGIN
 from alcgap.reference import Label, LabelStatus, Reference, isolated, make_reference, vashishta_sio2_commands
 from alcgap.reference.contacts import default_contact_limits, too_close_pairs
 from alcgap.store import LabelStore, Provenance, fingerprint
-from alcgap.stress import held
+from alcgap.survival import held
 from alcgap.structures import pair_name
 from alcgap.workflow import apps
 from alcgap.workflow.explore import FALLBACK, LEFTOVER, Exploration, ExploreTask, md_summary
 from alcgap.workflow.lock import RunLock
 from alcgap.workflow.state import (IterationState, iteration_dir, read_frames, read_run_json, relocatable, write_atomic,
                                    write_frames_atomic, write_json_atomic)
-from alcgap.workflow.stop import Judgement, StopDecision, decide, gates, stress_settings
+from alcgap.workflow.stop import Judgement, StopDecision, decide, gates, survival_settings
 
 console = Console(stderr=True)
 log = logging.getLogger("alcgap.campaign")
@@ -99,7 +99,7 @@ def flagged_of(folder: Path) -> str:
 def selection_details(atoms: Atoms) -> dict:
     """What the store keeps of why and where a selected frame was cut: its centre atoms, the MD
     step and task it came from, and a carved cell's carving parameters."""
-    from alcgap.select import centre_atoms
+    from alcgap.explore.select import centre_atoms
 
     details = {"centre_atoms": centre_atoms(atoms)}
     for key, value in atoms.info.items():
@@ -195,8 +195,8 @@ class CampaignApps:
         self.fit_aux = python_app(apps.fit_aux, executors=serial)
         self.fit_main = python_app(apps.fit_main, executors=serial)
         self.bootstrap_md = python_app(apps.bootstrap_md, executors=serial)
-        # the judge's stress test: serial MD in the worker, like the bootstrap's (one run per app)
-        self.stress_md = python_app(apps.stress_md, executors=serial)
+        # the judge's survival test: serial MD in the worker, like the bootstrap's (one run per app)
+        self.survival_md = python_app(apps.survival_md, executors=serial)
         self.select = python_app(apps.select, executors=serial)
         # a DFT code runs on the MPI executor with its ranks; a classical stand-in is a serial call
         self._dft = hasattr(getattr(reference, "config", None), "launch_prefix")
@@ -458,7 +458,7 @@ class Campaign:
 
     def _distances(self, frames: Sequence[Atoms]) -> dict:
         """The one distance table (flags, clustering verdict, collapse) from the labelled bootstrap frames."""
-        from alcgap.distances import DistanceTable, base_criteria
+        from alcgap.explore.distances import DistanceTable, base_criteria
 
         config = self.config
         labelled = self._bootstrap_labels(frames)
@@ -556,10 +556,10 @@ class Campaign:
         self._stage(state, "explore_select_label", lambda: self._explore(state, fitted))
         replayed = state.done("judge")
         judged = self._stage(state, "judge", lambda: self._judge(state, fitted))
-        if replayed and "judgement" in judged and self._stress_due(Judgement(**judged["judgement"])):
-            # judge.stress set or changed since: the stress test is a measurement, not a rule, so
-            # the stage runs again (its finished stress runs are read back, not run again)
-            console.log(f"iteration {iteration}: judge.stress differs from what it was judged with: judging it again")
+        if replayed and "judgement" in judged and self._survival_due(Judgement(**judged["judgement"])):
+            # judge.survival set or changed since: the survival test is a measurement, not a rule, so
+            # the stage runs again (its finished survival runs are read back, not run again)
+            console.log(f"iteration {iteration}: judge.survival differs from what it was judged with: judging it again")
             started = time.time()
             judged = self._judge(state, fitted)
             judged = state.finish("judge", **judged, seconds=round(time.time() - started, 2))
@@ -661,26 +661,26 @@ class Campaign:
         judgement = Judgement(0, errors["energy_mae"], errors["force_rmse"], {t: s["verdict"] for t, s in plan.md.items()},
                               {t: s["size"] for t, s in plan.md.items()}, target_size=self.config.judge.target_size,
                               stress_rmse=errors.get("stress_rmse", float("nan")))
-        # the stress test (judge.stress) runs at the judge, after exploration: not known here
-        return not gates(judgement, self.config).before_stress_test()
+        # the survival test (judge.survival) runs at the judge, after exploration: not known here
+        return not gates(judgement, self.config).before_survival_test()
 
-    def _stress_due(self, judgement: Judgement) -> bool:
+    def _survival_due(self, judgement: Judgement) -> bool:
         """A judged iteration whose stress test is missing or was measured with other settings,
-        though its other gates pass: today's judge.stress must measure it."""
+        though its other gates pass: today's judge.survival must measure it."""
         config = self.config
-        return (config.judge.stress is not None and gates(judgement, config).before_stress_test()
-                and (judgement.stress_held is None or judgement.stress_settings != stress_settings(config)))
+        return (config.judge.survival is not None and gates(judgement, config).before_survival_test()
+                and (judgement.survival_held is None or judgement.survival_settings != survival_settings(config)))
 
-    def _stress_test(self, state: IterationState, fitted: dict) -> dict:
-        """judge.stress: the deployed model from the training cell (1x, the exploration's start),
+    def _survival_test(self, state: IterationState, fitted: dict) -> dict:
+        """judge.survival: the deployed model from the training cell (1x, the exploration's start),
         one serial app per temperature and seed in ``stress/runs/<name>/``; a run whose folder
-        holds its finished ``record.json`` is read back. Then ``stress/stress.json`` and
-        ``survival.png`` (:func:`alcgap.stress.write_sweep`); returns the metrics entry."""
+        holds its finished ``record.json`` is read back. Then ``stress/survival.json`` and
+        ``survival.png`` (:func:`alcgap.survival.write_sweep`); returns the metrics entry."""
         from dataclasses import fields
 
-        from alcgap.stress import StressRun, write_sweep
+        from alcgap.survival import SurvivalRun, write_sweep
 
-        config, stress = self.config, self.config.judge.stress
+        config, stress = self.config, self.config.judge.survival
         out = state.dir / "stress"
         start = str(iteration_dir(self.run_dir, 0) / "start.xyz")
         runs = [(float(t), int(seed)) for t in stress.temperatures for seed in stress.seeds]
@@ -696,23 +696,23 @@ class Campaign:
                         f"shortest over aux cutoff {record['cutoff_fractions']}")
 
         def failed(error: BaseException, run: tuple[float, int]) -> None:
-            raise RuntimeError(f"stress run {names[run]} failed: {str(error)[:500]} (see {out / 'runs' / names[run]}); "
+            raise RuntimeError(f"survival run {names[run]} failed: {str(error)[:500]} (see {out / 'runs' / names[run]}); "
                                "a resume runs it again") from error
 
         for run in runs:
             folder = out / "runs" / names[run]
-            done = apps.read_stress_record(folder, apps.stress_run_settings(self.app_config, *run))
+            done = apps.read_survival_record(folder, apps.survival_run_settings(self.app_config, *run))
             if done is not None:  # finished before a restart
                 records[run] = done
                 continue
             self.board.md_started(names[run], folder, stress.steps)
-            pending.add(self.apps.stress_md(self.app_config, fitted["xml"], start, run[0], run[1], str(folder)),
+            pending.add(self.apps.survival_md(self.app_config, fitted["xml"], start, run[0], run[1], str(folder)),
                         lambda record, run=run: finished(record, run), lambda error, run=run: failed(error, run))
         pending.drain()
-        known = {f.name for f in fields(StressRun)}
+        known = {f.name for f in fields(SurvivalRun)}
         ordered = [records[run] for run in runs]
-        write_sweep([StressRun(**{k: v for k, v in r.items() if k in known}) for r in ordered], out, stress.steps,
-                    stress_settings(config))
+        write_sweep([SurvivalRun(**{k: v for k, v in r.items() if k in known}) for r in ordered], out, stress.steps,
+                    survival_settings(config))
         entries = []
         for run, record in zip(runs, ordered):
             fractions = record.get("cutoff_fractions") or {}
@@ -723,8 +723,8 @@ class Campaign:
                             "physical": record.get("physical"), "held": held(record, stress.held_fraction),
                             "worst_pair": worst, "worst_fraction": fractions.get(worst) if worst else None})
         n_held = sum(entry["held"] for entry in entries)
-        return {"settings": stress_settings(config), "min_held": stress.min_held, "runs": len(entries), "held": n_held,
-                "fraction_held": n_held / len(entries), "records": entries, "stress_json": str(out / "stress.json")}
+        return {"settings": survival_settings(config), "min_held": stress.min_held, "runs": len(entries), "held": n_held,
+                "fraction_held": n_held / len(entries), "records": entries, "stress_json": str(out / "survival.json")}
 
     def _judge(self, state: IterationState, fitted: dict) -> dict:
         from alcgap.analysis.metrics import error_metrics, parity_data
@@ -762,11 +762,11 @@ class Campaign:
                               target_size=config.judge.target_size, n_labels=n_labels, n_selected=explored["selected"],
                               n_new_labels=len(new), stress_rmse=errors.get("stress_rmse", float("nan")))
         stress = None
-        if config.judge.stress is not None and gates(judgement, config).before_stress_test():
-            # the decision would be "converged": the stress test decides
-            stress = self._stress_test(state, fitted)
-            judgement.stress_held, judgement.stress_settings = stress["fraction_held"], stress["settings"]
-            judgement.stress_runs = [{k: r[k] for k in ("name", "temperature", "seed", "outcome", "steps_done", "held",
+        if config.judge.survival is not None and gates(judgement, config).before_survival_test():
+            # the decision would be "converged": the survival test decides
+            stress = self._survival_test(state, fitted)
+            judgement.survival_held, judgement.survival_settings = stress["fraction_held"], stress["settings"]
+            judgement.survival_runs = [{k: r[k] for k in ("name", "temperature", "seed", "outcome", "steps_done", "held",
                                                         "first_inside_aux_step", "worst_pair", "worst_fraction")}
                                      for r in stress["records"]]
         decision = decide(judgement, config)

@@ -168,8 +168,8 @@ def unguarded_ranges(cutoffs: dict, frames) -> dict[str, dict]:
     the range between them, where only the main GAP's extrapolation sets the energy. Measured on
     energies-only SiO2 fits (Vashishta, paper cutoffs): Si-O 1.1 vs 1.33 A; hot runs fell through
     that range into the aux wall, and with cutoffs just below the data's shortest pairs the same
-    runs stayed out of it (``benchmarks/stress_sweep.py``, issue 17 note)."""
-    from alcgap.distances import shortest_in_frames
+    runs stayed out of it (``benchmarks/survival_sweep.py``, issue 17 note)."""
+    from alcgap.explore.distances import shortest_in_frames
 
     seen = shortest_in_frames(frames) if frames else {}
     return {pair_name(pair): {"aux_cutoff_A": float(rc), "data_shortest_A": round(float(seen[pair]), 4),

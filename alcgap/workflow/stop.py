@@ -2,8 +2,8 @@
 
 Converged: every run at the target size (``judge.target_size`` x the training cell, 10 in the
 paper) was clean on every monitored frame, and the held-out errors (energy, force and, when
-``judge.max_stress_rmse`` is set, stress) are under their gates; with ``judge.stress`` set, the
-robustness stress test (run once every other gate passes) must hold too: ``judge.stress.min_held``
+``judge.max_stress_rmse`` is set, stress) are under their gates; with ``judge.survival`` set, the
+survival test (run once every other gate passes) must hold too: ``judge.survival.min_held``
 of its hot runs survived with no pair far inside its aux cutoff.
 Otherwise the campaign goes on while each iteration learns something: an iteration that could
 add no new label stops with ``nothing_to_learn``, naming the gate that failed and the setting to
@@ -36,14 +36,14 @@ class Judgement:
     n_new_labels: int = 0
     #: GPa, held-out (nan when no held-out frame carries a stress)
     stress_rmse: float = float("nan")
-    #: the stress test (``judge.stress``): the fraction of its runs that held; None: not run (it
+    #: the survival test (``judge.survival``): the fraction of its runs that held; None: not run (it
     #: runs only when every other gate passed)
-    stress_held: float | None = None
-    #: per stress run: temperature, seed, outcome, held, first_inside_aux_step, and its pair
+    survival_held: float | None = None
+    #: per survival run: temperature, seed, outcome, held, first_inside_aux_step, and its pair
     #: closest to the aux (``worst_pair``, ``worst_fraction``: shortest distance over the cutoff)
-    stress_runs: list[dict] = field(default_factory=list)
-    #: what the stress test ran with (:func:`stress_settings`): a replay with other settings runs it again
-    stress_settings: dict | None = None
+    survival_runs: list[dict] = field(default_factory=list)
+    #: what the survival test ran with (:func:`survival_settings`): a replay with other settings runs it again
+    survival_settings: dict | None = None
 
     def target_runs(self) -> list[str]:
         return sorted(task for task, size in self.sizes.items() if size == self.target_size)
@@ -72,16 +72,16 @@ class Gates(NamedTuple):
     energy: bool
     force: bool
     stress_rmse: bool
-    #: the stress test (``judge.stress``): passes without one; fails when set and not measured
-    stress_test: bool
+    #: the survival test (``judge.survival``): passes without one; fails when set and not measured
+    survival_test: bool
 
-    def before_stress_test(self) -> bool:
-        """Every gate but the stress test passes: what the stress test waits for."""
+    def before_survival_test(self) -> bool:
+        """Every gate but the survival test passes: what the survival test waits for."""
         return self.clean and self.energy and self.force and self.stress_rmse
 
 
-def stress_md_settings(config: CampaignConfig) -> dict:
-    """How each stress run is integrated and judged against the aux: the explore section's step
+def survival_md_settings(config: CampaignConfig) -> dict:
+    """How each survival run is integrated and judged against the aux: the explore section's step
     settings and the aux cutoffs (the same for every run of a stress test)."""
     explore = config.explore
     return {"timestep": explore.timestep, "max_displacement": explore.max_displacement,
@@ -89,13 +89,13 @@ def stress_md_settings(config: CampaignConfig) -> dict:
             "aux_cutoffs": dict(config.aux.cutoffs)}
 
 
-def stress_settings(config: CampaignConfig) -> dict | None:
-    """What a stress test is measured with: ``judge.stress`` (but ``min_held``, which only judges
-    it) and :func:`stress_md_settings`; None without a stress test."""
-    stress = config.judge.stress
+def survival_settings(config: CampaignConfig) -> dict | None:
+    """What a stress test is measured with: ``judge.survival`` (but ``min_held``, which only judges
+    it) and :func:`survival_md_settings`; None without a stress test."""
+    stress = config.judge.survival
     if stress is None:
         return None
-    return {**stress.model_dump(mode="json", exclude={"min_held"}), **stress_md_settings(config)}
+    return {**stress.model_dump(mode="json", exclude={"min_held"}), **survival_md_settings(config)}
 
 
 def gates(judgement: Judgement, config: CampaignConfig) -> Gates:
@@ -103,28 +103,28 @@ def gates(judgement: Judgement, config: CampaignConfig) -> Gates:
 
     With a stress gate (``judge.max_stress_rmse``) a model whose held-out frames carry no stress
     fails it: a gate asked for and never measured is not passed. The same holds for the stress
-    test (``judge.stress``): not run, it is not passed (see :meth:`Gates.before_stress_test`)."""
+    test (``judge.survival``): not run, it is not passed (see :meth:`Gates.before_survival_test`)."""
     judge = config.judge
     energy_ok = judgement.energy_mae <= judge.max_energy_mae
     force_ok = math.isnan(judgement.force_rmse) or judgement.force_rmse <= judge.max_force_rmse
     stress_ok = judge.max_stress_rmse is None or judgement.stress_rmse <= judge.max_stress_rmse  # nan fails
-    stress_test_ok = judge.stress is None or (judgement.stress_held is not None
-                                              and judgement.stress_held >= judge.stress.min_held)
-    return Gates(judgement.target_clean(), energy_ok, force_ok, stress_ok, stress_test_ok)
+    survival_ok = judge.survival is None or (judgement.survival_held is not None
+                                              and judgement.survival_held >= judge.survival.min_held)
+    return Gates(judgement.target_clean(), energy_ok, force_ok, stress_ok, survival_ok)
 
 
-def _stress_failure(judgement: Judgement, config: CampaignConfig) -> str:
-    """Why the stress test failed: held runs out of all, per temperature, and the runs that did not hold."""
-    stress = config.judge.stress
-    runs = judgement.stress_runs
-    if judgement.stress_held is None:
-        return ("judge.stress is set but this iteration's stress test never ran (it was set after the iteration "
+def _survival_failure(judgement: Judgement, config: CampaignConfig) -> str:
+    """Why the survival test failed: held runs out of all, per temperature, and the runs that did not hold."""
+    stress = config.judge.survival
+    runs = judgement.survival_runs
+    if judgement.survival_held is None:
+        return ("judge.survival is set but this iteration's stress test never ran (it was set after the iteration "
                 "was judged): a resume runs it")
     by_t: dict[float, list[dict]] = {}
     for run in runs:
         by_t.setdefault(float(run["temperature"]), []).append(run)
     counts = ", ".join(f"{sum(bool(r['held']) for r in group)} of {len(group)} runs held at {t:g} K"
-                       for t, group in sorted(by_t.items())) or f"{judgement.stress_held:.0%} of the runs held"
+                       for t, group in sorted(by_t.items())) or f"{judgement.survival_held:.0%} of the runs held"
     failed = []
     for run in runs:
         if run["held"]:
@@ -139,9 +139,9 @@ def _stress_failure(judgement: Judgement, config: CampaignConfig) -> str:
     hottest = max((float(r["temperature"]) for r in runs if not r["held"]), default=max(stress.temperatures))
     explored = max(config.explore.temperatures)
     hint = (f"; exploration runs at most {explored:g} K: add explore.temperatures up to {hottest:g} K so that it "
-            "reaches, flags and labels the range the stress runs reached" if explored < hottest else "")
-    return (f"stress test: {counts} (judge.stress.min_held {stress.min_held}; a run holds when it survives with "
-            f"every pair at >= judge.stress.held_fraction {stress.held_fraction} of its aux cutoff)"
+            "reaches, flags and labels the range the survival runs reached" if explored < hottest else "")
+    return (f"survival test: {counts} (judge.survival.min_held {stress.min_held}; a run holds when it survives with "
+            f"every pair at >= judge.survival.held_fraction {stress.held_fraction} of its aux cutoff)"
             + (f": {shown}" if shown else "") + hint)
 
 
@@ -151,16 +151,16 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
     otherwise go on."""
     judge = config.judge
     verdict = gates(judgement, config)
-    clean, energy_ok, force_ok, stress_ok, stress_test_ok = verdict
+    clean, energy_ok, force_ok, stress_ok, survival_ok = verdict
     size = f"{judgement.target_size}x" + ("" if judgement.target_size == 10 else " (not the paper's 10x)")
     stress = f"stress RMSE {judgement.stress_rmse:.2f}"
     if all(verdict):
         held_runs = ""
-        if judge.stress is not None:
-            runs = judgement.stress_runs
+        if judge.survival is not None:
+            runs = judgement.survival_runs
             share = (f"{sum(bool(r['held']) for r in runs)} of {len(runs)} runs" if runs
-                     else f"{judgement.stress_held:.0%} of the runs")
-            held_runs = f", stress test: {share} held (judge.stress.min_held {judge.stress.min_held})"
+                     else f"{judgement.survival_held:.0%} of the runs")
+            held_runs = f", survival test: {share} held (judge.survival.min_held {judge.survival.min_held})"
         return StopDecision(True, "converged", f"iteration {judgement.iteration}: every {size} run is clean on every "
                             f"monitored frame, energy MAE {judgement.energy_mae:.2f} <= {judge.max_energy_mae} meV/atom, "
                             f"force RMSE {judgement.force_rmse:.3f} <= {judge.max_force_rmse} eV/A"
@@ -179,10 +179,10 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
     elif not stress_ok:
         off = " (main.use_virials is false: the fit never saw a stress)" if config.main.use_virials is False else ""
         missing.append(f"{stress} > judge.max_stress_rmse {judge.max_stress_rmse} GPa{off}")
-    # the stress test runs only once every other gate passed: not run otherwise, and not a reason
-    stress_failed = not stress_test_ok and verdict.before_stress_test()
-    if stress_failed:
-        missing.append(_stress_failure(judgement, config))
+    # the survival test runs only once every other gate passed: not run otherwise, and not a reason
+    survival_failed = not survival_ok and verdict.before_survival_test()
+    if survival_failed:
+        missing.append(_survival_failure(judgement, config))
     failing = "; ".join(missing)
     if judgement.iteration >= config.stop.max_iterations:
         return StopDecision(True, "max_iterations", f"reached stop.max_iterations={config.stop.max_iterations}; {failing}")
@@ -194,12 +194,12 @@ def decide(judgement: Judgement, config: CampaignConfig) -> StopDecision:
         elif not clean:
             fix = ("no run flagged a new environment: lower explore.variance_factor, raise distances.data_margin "
                    "or select.budget")
-        elif stress_failed and judgement.stress_held is not None:
-            hotter = max(config.explore.temperatures) < max(judge.stress.temperatures)
-            fix = ("exploration is clean and found nothing new, but the stress test did not hold: "
+        elif survival_failed and judgement.survival_held is not None:
+            hotter = max(config.explore.temperatures) < max(judge.survival.temperatures)
+            fix = ("exploration is clean and found nothing new, but the survival test did not hold: "
                    + ("explore as hot as it (explore.temperatures, above)" if hotter else
                       "explore longer or wider (explore.protocol_scale, explore.seeds, explore.sizes)")
-                   + " so that the loop flags and labels that range, or relax judge.stress (min_held, held_fraction, "
+                   + " so that the loop flags and labels that range, or relax judge.survival (min_held, held_fraction, "
                    "temperatures)")
         else:
             fix = ("the runs are clean and explore nothing the model does not know: explore harder "

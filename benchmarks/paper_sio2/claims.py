@@ -302,9 +302,9 @@ def md_step_cost(runs: dict[str, list[dict]]) -> dict:
 
 def stress_figures(records: Sequence[dict]) -> dict:
     """Per potential and temperature, over the seeds: runs physical to the end (no pair inside an
-    aux cutoff, no failure), runs held (:func:`alcgap.stress.held`: survived, no pair below 0.9 of
+    aux cutoff, no failure), runs held (:func:`alcgap.survival.held`: survived, no pair below 0.9 of
     its cutoff), the first unphysical step, the deepest pair, the failures by class."""
-    from alcgap.stress import held
+    from alcgap.survival import held
 
     out: dict = {}
     for r in records:

@@ -142,12 +142,12 @@ def stress_mode(scale, base: Path, start: Path, models: dict, seeds: list[int]) 
 
 
 def _sweep(potentials: dict, out: Path, start: Path, settings: dict) -> dict:
-    from alcgap.stress import read_sweep, stress_sweep, write_sweep
+    from alcgap.survival import read_sweep, survival_sweep, write_sweep
 
-    saved = out / "stress.json"
+    saved = out / "survival.json"
     if saved.exists() and json.loads(saved.read_text()).get("settings") == settings:
         return write_sweep(read_sweep(out), out, settings["steps"], settings=settings)  # tables of today's code
-    records = stress_sweep(potentials, ["Si", "O"], ase.io.read(start), out, temperatures=settings["temperatures"],
+    records = survival_sweep(potentials, ["Si", "O"], ase.io.read(start), out, temperatures=settings["temperatures"],
                            seeds=settings["seeds"], steps=settings["steps"], timestep=settings["timestep_fs"],
                            aux_cutoffs=AUX_CUTOFFS, progress=console.log)
     return write_sweep(records, out, settings["steps"], settings=settings)

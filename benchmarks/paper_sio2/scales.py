@@ -70,7 +70,7 @@ class Scale:
     cost_repeats: int = 7
     t_melt: float = 5000.0
     timestep: float = 1.0
-    #: claim 2 by the stress test (alcgap.stress): NVT from the crystal at each temperature, one
+    #: claim 2 by the stress test (alcgap.survival): NVT from the crystal at each temperature, one
     #: run per seed and potential, the package's adaptive timestep (at most ``timestep``); the
     #: paper-protocol runs above stay as they are
     stress_temperatures: tuple[float, ...] = (6000.0, 9000.0)

@@ -1,7 +1,7 @@
-"""Robustness stress test: push potentials towards their short-range hole, the same way for each.
+"""The survival test (robustness): push potentials towards their short-range hole, the same way for each.
 
-    alcgap stress composite.xml traditional.xml --start start.xyz --cutoffs Si-Si=1.6,Si-O=1.1,O-O=0.8 \
-        --temperatures 6000 9000 --seeds 1 2 3 --steps 2000 --out stress/
+    alcgap survival composite.xml traditional.xml --start start.xyz --cutoffs Si-Si=1.6,Si-O=1.1,O-O=0.8 \
+        --temperatures 6000 9000 --seeds 1 2 3 --steps 2000 --out survival/
 
 Every potential runs the same protocol from the same start: NVT at each melt temperature, at each
 density (a multiple of the start's), for each seed, with the package's own MD driver and
@@ -19,8 +19,8 @@ monitors. Per run it records
 A run is *held* (:func:`held`) when it survived with every pair at 0.9 of its aux cutoff or more:
 the composite's aux may be touched, a GAP with a hole lets pairs far below it.
 
-:func:`survival` turns the records into the fraction of runs still physical against the step,
-per potential and temperature; :func:`write_sweep` writes ``stress.json`` (every record and the
+:func:`survival_table` turns the records into the fraction of runs still physical against the step,
+per potential and temperature; :func:`write_sweep` writes ``survival.json`` (every record and the
 survival table) and ``survival.png``.
 """
 
@@ -38,7 +38,7 @@ from alcgap.structures import pair_key, pair_name
 
 
 @dataclass
-class StressRun:
+class SurvivalRun:
     """One run of the sweep."""
 
     potential: str
@@ -100,19 +100,19 @@ class StressRun:
 HELD_FRACTION = 0.9
 
 
-def held(run: StressRun | Mapping, fraction: float = HELD_FRACTION) -> bool:
-    """A run (a :class:`StressRun` or its dict in ``stress.json``) that survived with every pair at
+def held(run: SurvivalRun | Mapping, fraction: float = HELD_FRACTION) -> bool:
+    """A run (a :class:`SurvivalRun` or its dict in ``survival.json``) that survived with every pair at
     ``fraction`` of its aux cutoff or more: where a GAP without repulsion there lets pairs fall far
     below, the composite's aux holds them near 1."""
-    record = asdict(run) if isinstance(run, StressRun) else run
+    record = asdict(run) if isinstance(run, SurvivalRun) else run
     return record.get("outcome") == "survived" and all(
         value >= fraction for value in (record.get("cutoff_fractions") or {}).values())
 
 
-def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[str], start: Atoms, *,
+def survival_run(name: str, xml_or_commands: str | list[str], species: Sequence[str], start: Atoms, *,
                temperature: float, density: float, seed: int, steps: int, timestep: float, aux_cutoffs: Mapping[str, float],
                max_displacement: float | None, max_energy_change: float | None = 0.5, monitor_every: int = 10,
-               folder: Path, pressure: float | None = None) -> StressRun:
+               folder: Path, pressure: float | None = None) -> SurvivalRun:
     """One NVT run of the sweep (NPT at ``pressure`` bar if given), serial, in this process."""
     from alcgap.md.forces import ForceField
     from alcgap.md.lammps import run_md
@@ -132,7 +132,7 @@ def stress_run(name: str, xml_or_commands: str | list[str], species: Sequence[st
     result = run_md(atoms, force_field, [segment], timestep=timestep, seed=seed,
                     sample_every=steps, monitor=monitor, output_dir=folder, max_displacement=max_displacement,
                     max_energy_change=max_energy_change)
-    record = StressRun(name, temperature, density, seed, pressure, steps, steps_done=result.steps_done,
+    record = SurvivalRun(name, temperature, density, seed, pressure, steps, steps_done=result.steps_done,
                        min_distances=dict(result.min_distances), peak_temperature=result.peak_temperature,
                        smallest_timestep_fs=result.smallest_timestep_fs,
                        elapsed_fs=result.elapsed_fs if result.elapsed_fs is not None else result.steps_done * timestep)
@@ -199,11 +199,11 @@ def energy_drift(entries: Sequence[dict], n_atoms: int) -> float | None:
     return float(slope * 1000.0 * 1000.0 / n_atoms)  # meV/atom/ps
 
 
-def stress_sweep(potentials: Mapping[str, str | list[str]], species: Sequence[str], start: Atoms, out: Path, *,
+def survival_sweep(potentials: Mapping[str, str | list[str]], species: Sequence[str], start: Atoms, out: Path, *,
                  temperatures: Sequence[float], seeds: Sequence[int], densities: Sequence[float] = (1.0,),
                  steps: int = 2000, timestep: float = 1.0, aux_cutoffs: Mapping[str, float],
                  max_displacement: float | None = 0.1, max_energy_change: float | None = 0.5, monitor_every: int = 10,
-                 pressures: Sequence[float | None] = (None,), progress=print) -> list[StressRun]:
+                 pressures: Sequence[float | None] = (None,), progress=print) -> list[SurvivalRun]:
     """Every potential x temperature x density x pressure (None: NVT) x seed, the same protocol
     for each."""
     records = []
@@ -213,7 +213,7 @@ def stress_sweep(potentials: Mapping[str, str | list[str]], species: Sequence[st
                 for seed in seeds:
                     for name, model in potentials.items():
                         folder = run_folder(out, name, temperature, density, pressure, seed)
-                        record = stress_run(name, model, species, start, temperature=temperature, density=density,
+                        record = survival_run(name, model, species, start, temperature=temperature, density=density,
                                             seed=seed, steps=steps, timestep=timestep, aux_cutoffs=aux_cutoffs,
                                             max_displacement=max_displacement, max_energy_change=max_energy_change,
                                             monitor_every=monitor_every,
@@ -227,22 +227,22 @@ def stress_sweep(potentials: Mapping[str, str | list[str]], species: Sequence[st
 
 
 def run_folder(out: Path, name: str, temperature: float, density: float, pressure: float | None, seed: int) -> Path:
-    """Where :func:`stress_sweep` runs one potential x condition x seed."""
+    """Where :func:`survival_sweep` runs one potential x condition x seed."""
     ensemble = "" if pressure is None else f"-p{pressure:g}"
     return Path(out) / "runs" / f"{name}-T{temperature:g}-d{density:g}{ensemble}-s{seed}".replace("/", "_")
 
 
-def read_sweep(out: Path) -> list[StressRun]:
-    """The records of ``out/stress.json``; a record written before ``first_unheld_step`` existed
+def read_sweep(out: Path) -> list[SurvivalRun]:
+    """The records of ``out/survival.json``; a record written before ``first_unheld_step`` existed
     gets it from its run's ``monitor.jsonl`` (the aux cutoffs of the sweep's settings)."""
     from dataclasses import fields
 
-    data = json.loads((Path(out) / "stress.json").read_text())
-    known = {f.name for f in fields(StressRun)}
+    data = json.loads((Path(out) / "survival.json").read_text())
+    known = {f.name for f in fields(SurvivalRun)}
     cutoffs = {pair_key(*n.split("-")): r for n, r in (data.get("settings") or {}).get("aux_cutoffs", {}).items()}
     records = []
     for saved in data["records"]:
-        record = StressRun(**{k: v for k, v in saved.items() if k in known})
+        record = SurvivalRun(**{k: v for k, v in saved.items() if k in known})
         if not saved.get("cutoff_fractions"):
             record.cutoff_fractions = cutoff_fractions(record.min_distances, cutoffs)
         if "first_unheld_step" not in saved:
@@ -255,8 +255,8 @@ def read_sweep(out: Path) -> list[StressRun]:
     return records
 
 
-def survival(records: Sequence[StressRun], steps: int, points: int = 21) -> dict:
-    """Per potential and condition (:attr:`StressRun.condition`; the temperature alone for NVT at
+def survival_table(records: Sequence[SurvivalRun], steps: int, points: int = 21) -> dict:
+    """Per potential and condition (:attr:`SurvivalRun.condition`; the temperature alone for NVT at
     the start's density): the fraction of runs still physical (no pair inside an aux cutoff, no
     failure) and still held (no pair below HELD_FRACTION of it, no failure) at each step of a grid."""
     grid = np.linspace(0, steps, points).round().astype(int).tolist()
@@ -274,14 +274,14 @@ def survival(records: Sequence[StressRun], steps: int, points: int = 21) -> dict
             "runs": {potential: {t: len(runs) for t, runs in by_t.items()} for potential, by_t in table.items()}}
 
 
-def write_sweep(records: Sequence[StressRun], out: Path, steps: int, settings: dict | None = None) -> dict:
-    """``stress.json`` (settings, every record, the survival table) and ``survival.png``."""
+def write_sweep(records: Sequence[SurvivalRun], out: Path, steps: int, settings: dict | None = None) -> dict:
+    """``survival.json`` (settings, every record, the survival table) and ``survival.png``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = survival(records, steps)
+    table = survival_table(records, steps)
     data = {"settings": settings or {}, "records": [{**asdict(r), "physical": r.physical} for r in records],
             "survival": table}
-    (out / "stress.json").write_text(json.dumps(data, indent=1))
+    (out / "survival.json").write_text(json.dumps(data, indent=1))
     plot_survival(table, out / "survival.png")
     return data
 

@@ -1,6 +1,6 @@
 """Claim 2 at the fast scale: where a plain GAP breaks and the composite holds, with the timestep apart.
 
-    nice -n 5 python benchmarks/stress_sweep.py [--temperatures 6000 9000] [--seeds 1 2 3] [--steps 2000]
+    nice -n 5 python benchmarks/survival_sweep.py [--temperatures 6000 9000] [--seeds 1 2 3] [--steps 2000]
 
 Models: ``alcgap fit`` of ``configs/sio2-fit-quick.yaml`` with energies only (``main.use_forces:
 false``, as in the issue's table), composite and traditional from the same data; the Vashishta
@@ -10,8 +10,8 @@ with the adaptive one bounded by displacement alone (``max_displacement`` 0.1 A 
 with the package's default adaptive step (0.1 A and ``max_energy_change`` 0.5 eV per atom per
 step). Monitors: a pair inside its aux
 cutoff (Si-Si 1.6, Si-O 1.1, O-O 0.8 A) is the first unphysical event; a pair at half of it
-stops the run (collapse). Writes ``benchmarks/results/stress_sweep/<timestep mode>/stress.json``
-and ``survival.png``, and ``benchmarks/results/stress_sweep/summary.json``.
+stops the run (collapse). Writes ``benchmarks/results/survival_sweep/<timestep mode>/survival.json``
+and ``survival.png``, and ``benchmarks/results/survival_sweep/summary.json``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import yaml
 from alcgap.workflow.state import read_run_json
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "stress_sweep"
+OUT = ROOT / "benchmarks" / "results" / "survival_sweep"
 #: the composite with its aux cutoffs at DATA_FRACTION x the training data's shortest pairs
 AT_DATA = "composite, aux at the data"
 DATA_FRACTION = 0.95
@@ -56,7 +56,7 @@ def models() -> dict[str, str]:
     """The issue's composite and traditional (the paper's aux cutoffs), and a composite whose aux
     cutoffs sit just below the data's shortest pairs (``DATA_FRACTION`` x them): the same data and
     main GAP settings with no range left to the main GAP alone."""
-    from alcgap.distances import shortest_in_frames
+    from alcgap.explore.distances import shortest_in_frames
     from alcgap.structures import pair_name
 
     xmls = dict(fit("fit", lambda config: config.update(traditional=True))["models"])
@@ -79,15 +79,15 @@ def main() -> int:
     parser.add_argument("--replot", action="store_true", help="tables and plots again from the records, no MD")
     args = parser.parse_args()
     from alcgap.reference import vashishta_sio2_commands
-    from alcgap.stress import read_sweep, stress_sweep, write_sweep
+    from alcgap.survival import read_sweep, survival_sweep, write_sweep
     from alcgap.structures import beta_cristobalite
 
     cutoffs = {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8}
     summary = json.loads((OUT / "summary.json").read_text()) if (OUT / "summary.json").exists() else {}
     if args.replot:  # the tables and plots again from the records, no MD
         for mode in args.modes:
-            if (OUT / mode / "stress.json").exists():
-                saved = json.loads((OUT / mode / "stress.json").read_text())
+            if (OUT / mode / "survival.json").exists():
+                saved = json.loads((OUT / mode / "survival.json").read_text())
                 data = write_sweep(read_sweep(OUT / mode), OUT / mode, saved["settings"]["steps"], settings=saved["settings"])
                 summary[mode] = {**summary.get(mode, {}), "by_potential": rows_of(data["records"], cutoffs)}
                 report(mode, summary[mode]["by_potential"])
@@ -101,10 +101,10 @@ def main() -> int:
         if mode not in args.modes:
             continue
         started = time.time()
-        records = stress_sweep(potentials, ["Si", "O"], beta_cristobalite(), OUT / mode, temperatures=args.temperatures,
+        records = survival_sweep(potentials, ["Si", "O"], beta_cristobalite(), OUT / mode, temperatures=args.temperatures,
                                seeds=args.seeds, steps=args.steps, timestep=1.0, aux_cutoffs=cutoffs,
                                max_displacement=displacement, max_energy_change=energy)
-        if (OUT / mode / "stress.json").exists():  # runs of the potentials not run this time are kept
+        if (OUT / mode / "survival.json").exists():  # runs of the potentials not run this time are kept
             records = [r for r in read_sweep(OUT / mode) if r.potential not in potentials] + records
         data = write_sweep(records, OUT / mode, args.steps, settings={
             "timestep_fs": 1.0, "max_displacement": displacement, "max_energy_change": energy, "temperatures": args.temperatures,
@@ -119,7 +119,7 @@ def main() -> int:
 def rows_of(records: list[dict], cutoffs: dict) -> dict:
     """Per potential and temperature: runs physical and held, first unphysical and first unheld
     steps, outcomes, deepest pair over its (the paper's) aux cutoff, drift, smallest timestep."""
-    from alcgap.stress import held
+    from alcgap.survival import held
 
     rows = {}
     for record in records:

@@ -14,7 +14,7 @@ from alcgap.md.forces import ForceField
 from alcgap.md.lammps import run_md
 from alcgap.md.protocols import nvt
 from alcgap.reference import vashishta_sio2_commands
-from alcgap.stress import held, read_sweep, stress_sweep, survival, write_sweep
+from alcgap.survival import held, read_sweep, survival_sweep, survival_table, write_sweep
 from alcgap.structures import beta_cristobalite
 from alcgap.workflow.explore import classify_md_failure
 
@@ -44,7 +44,7 @@ def test_an_adaptive_timestep_integrates_what_a_fixed_one_loses():
 @pytest.mark.integration
 def test_the_survival_table_is_the_per_run_records(tmp_path):
     commands = vashishta_sio2_commands()
-    records = stress_sweep({"vashishta": commands}, ["Si", "O"], beta_cristobalite(), tmp_path,
+    records = survival_sweep({"vashishta": commands}, ["Si", "O"], beta_cristobalite(), tmp_path,
                            temperatures=[3000.0, 20000.0], seeds=[1, 2], steps=300, timestep=3.0,
                            aux_cutoffs=CUTOFFS, max_displacement=None, progress=None)
     hot = [r for r in records if r.temperature == 20000.0]
@@ -53,9 +53,9 @@ def test_the_survival_table_is_the_per_run_records(tmp_path):
     assert all(r.physical and r.outcome == "survived" for r in cool)
     assert all(min(r.min_distances.values()) > 1.1 for r in cool)
     data = write_sweep(records, tmp_path, 300)
-    table = survival(records, 300)
+    table = survival_table(records, 300)
     assert data["survival"] == table
-    saved = json.loads((tmp_path / "stress.json").read_text())
+    saved = json.loads((tmp_path / "survival.json").read_text())
     assert saved["survival"]["fraction_physical"] == table["fraction_physical"]
     assert [r["first_unphysical_step"] for r in saved["records"]] == [r.first_unphysical_step for r in records]
     for temperature, runs in (("3000", cool), ("20000", hot)):
@@ -78,7 +78,7 @@ def test_energy_drift_and_npt_conditions_in_the_sweep(tmp_path):
     own survival curve, and its density moves where NVT's stays."""
     runs = {}
     for timestep in (0.5, 2.0):
-        runs[timestep] = stress_sweep({"vashishta": vashishta_sio2_commands()}, ["Si", "O"], beta_cristobalite(),
+        runs[timestep] = survival_sweep({"vashishta": vashishta_sio2_commands()}, ["Si", "O"], beta_cristobalite(),
                                       tmp_path / f"dt{timestep}", temperatures=[3000.0], seeds=[1], steps=400,
                                       timestep=timestep, aux_cutoffs=CUTOFFS, max_displacement=None,
                                       pressures=[None, 50000.0], progress=None)
@@ -88,7 +88,7 @@ def test_energy_drift_and_npt_conditions_in_the_sweep(tmp_path):
     nvt_run, npt_run = runs[0.5]
     assert nvt_run.condition == "3000 K" and npt_run.condition == "3000 K, 50000 bar"
     assert nvt_run.final_density == pytest.approx(1.0, abs=1e-9) and npt_run.final_density > 1.05
-    table = survival(runs[0.5], 400)
+    table = survival_table(runs[0.5], 400)
     assert set(table["fraction_physical"]["vashishta"]) == {"3000", "3000 K, 50000 bar"}
 
 
@@ -116,7 +116,7 @@ def test_a_plain_gap_falls_into_its_hole_where_the_composite_is_held_by_its_aux(
     targets: the aux is zero on every training structure), so these runs would fail. Measured
     (seed 1, 1000 steps): traditional Si-O 0.87 A (0.79 of its cutoff), Si-Si 1.27 A; composite
     Si-O 1.06 A, Si-Si 1.52 A (0.96, 0.95)."""
-    records = stress_sweep({"composite": energies_only["composite"], "traditional": energies_only["traditional"]},
+    records = survival_sweep({"composite": energies_only["composite"], "traditional": energies_only["traditional"]},
                            ["Si", "O"], beta_cristobalite(), tmp_path, temperatures=[9000.0], seeds=[1],
                            steps=STEPS, timestep=1.0, aux_cutoffs=CUTOFFS, progress=print)
     by = {name: [r for r in records if r.potential == name] for name in ("composite", "traditional")}

@@ -1,0 +1,1 @@
+"""Exploration science: the one distance table, selection of flagged environments, carving."""
