@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 def run_fit(config, run_dir):
     """Run the composite fit (config: a FitConfig, a dict or a YAML path) in ``run_dir``; return the summary."""
-    from alcgap.workflow.fit import run_fit as _run_fit
+    from alcgap.workflow.fitjob import run_fit as _run_fit
 
     if not isinstance(config, FitConfig):
         config = load_fit_config(config)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from alcgap.config import ConfigError
+from alcgap.report.status import print_status
 
 
 def _print_summary(summary: dict) -> None:
@@ -40,59 +41,8 @@ def _print_summary(summary: dict) -> None:
 
 def _status(run_dir: Path, width: int | None = None) -> int:
     """Iteration, stage, labels, last errors and run verdicts of a campaign, in 80 columns; and,
-    while a driver runs, its live progress (``progress.json``)."""
-    import json
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from alcgap.workflow.lock import driver_of, driver_running
-    from alcgap.workflow.progress import ProgressBoard
-    from alcgap.workflow.state import IterationState
-
-    console = Console(width=width or min(Console().width, 100))
-    if not (run_dir / "campaign.yaml").exists():
-        print(f"alcgap: {run_dir} holds no campaign (no campaign.yaml)", file=sys.stderr)
-        return 2
-    table = Table(title=f"campaign {run_dir.name}", title_justify="left", pad_edge=False)
-    for column, justify in (("iter", "right"), ("stages", "left"), ("labels ok/fail", "right"),
-                            ("E MAE meV/at", "right"), ("F RMSE eV/A", "right"), ("runs clean", "right"),
-                            ("decision", "left")):
-        table.add_column(column, justify=justify, no_wrap=True)
-    order = {0: ["dimers", "aux", "bootstrap", "label", "split", "distances"]}
-    for folder in sorted(run_dir.glob("iter-[0-9][0-9][0-9]")):
-        state = IterationState(run_dir, int(folder.name[5:]))
-        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
-        errors = metrics.get("errors", {})
-        labelled = [stage.get("labelled") for stage in state.stages.values() if "labelled" in stage]
-        failed = [stage.get("failed") for stage in state.stages.values() if "failed" in stage]
-        stages = order.get(state.iteration, ["fit", "explore_select_label", "judge"])
-        missing = [name for name in stages if name not in state.stages]
-        verdicts = list(metrics.get("clustering", {}).values())
-        table.add_row(str(state.iteration), "done" if not missing else f"at {missing[0].split('_')[0]}",
-                      f"{sum(labelled)}/{sum(failed)}" if labelled else "-",
-                      f"{errors['energy_mae']:.2f}" if errors else "-", f"{errors['force_rmse']:.3f}" if errors else "-",
-                      f"{verdicts.count('clean')}/{len(verdicts)}" if verdicts else "-",
-                      metrics.get("decision", {}).get("rule", "-"))
-    console.print(table)
-    if (run_dir / "data.db").exists():
-        from alcgap.store import LabelStore
-
-        console.print(f"store: {LabelStore(run_dir / 'data.db').summary()}")
-    owner = driver_of(run_dir)
-    progress = run_dir / "progress.json"
-    if driver_running(owner) and progress.exists():
-        for line in ProgressBoard.lines(json.loads(progress.read_text())):
-            console.print(line, highlight=False)
-    elif owner:
-        console.print(f"not running: its driver (pid {owner.get('pid')} on {owner.get('host')}) is gone; "
-                      f"`alcgap resume {run_dir}` continues it")
-    if (run_dir / "summary.json").exists():
-        from alcgap.workflow.state import read_run_json
-
-        summary = read_run_json(run_dir / "summary.json")
-        console.print(f"finished: stopped by [bold]{summary['stopped_by']}[/]: {summary['why']}")
-    return 0
+    while a driver runs, its live progress (``progress.json``): :mod:`alcgap.report.status`."""
+    return print_status(run_dir, width)
 
 
 def _survival(args) -> int:
@@ -139,6 +89,46 @@ def _survival(args) -> int:
     return 0
 
 
+def _campaign(args) -> None:
+    """``alcgap run`` and ``alcgap resume``: the campaign, then its status and report."""
+    from alcgap.report.write import write_report  # matplotlib and the aux fit: seconds to import
+    from alcgap.workflow.campaign import resume_campaign, run_campaign
+
+    if args.command == "run":
+        run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+        run_campaign(args.config, run_dir, site=args.site)
+    else:
+        run_dir = Path(args.run_dir)
+        stop = {key: value for key, value in (("max_iterations", args.max_iterations),
+                                              ("max_labels", args.max_labels)) if value is not None}
+        resume_campaign(run_dir, site=args.site, stop=stop)
+    _status(run_dir)
+    print(f"report: {write_report(run_dir)}")
+
+
+def _add_survival_parser(commands) -> None:
+    survival = commands.add_parser("survival", help="push potentials towards their short-range hole: survival vs time")
+    survival.add_argument("models", nargs="+", help="GAP xml files (composite or plain), each run the same way")
+    survival.add_argument("--species", nargs="+", default=["Si", "O"], help="LAMMPS type order (default: Si O)")
+    survival.add_argument("--start", default=None, help="start structure, any file ASE reads (default: beta-cristobalite)")
+    survival.add_argument("--cutoffs", default="Si-Si=1.6,Si-O=1.1,O-O=0.8",
+                        help="aux cutoffs per pair, A: a pair inside one is the first unphysical event")
+    survival.add_argument("--temperatures", type=float, nargs="+", default=[3000.0, 6000.0, 9000.0])
+    survival.add_argument("--densities", type=float, nargs="+", default=[1.0], help="multiples of the start's density")
+    survival.add_argument("--pressures", type=float, nargs="+", default=None,
+                        help="bar: also NPT runs at these pressures (-1: an NVT run beside them); default NVT only")
+    survival.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    survival.add_argument("--steps", type=int, default=2000)
+    survival.add_argument("--timestep", type=float, default=1.0, help="fs (the largest, with --max-displacement)")
+    survival.add_argument("--max-displacement", type=float, default=0.1,
+                        help="adaptive timestep: A per step at most (0: a fixed timestep)")
+    survival.add_argument("--max-energy-change", type=float, default=0.5,
+                        help="adaptive timestep: eV of kinetic energy any atom gains or loses in one step at most "
+                             "(0: the displacement bound alone)")
+    survival.add_argument("--reference", action="store_true", help="also run the shipped Vashishta SiO2, the control")
+    survival.add_argument("--out", default="survival", help="output folder (survival.json, survival.png, runs/)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alcgap", description="composite GAP force fields that stay physical")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -160,26 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("run_dir")
     report = commands.add_parser("report", help="write the HTML report and JSON summary of a run directory")
     report.add_argument("run_dir")
-    survival = commands.add_parser("survival", help="push potentials towards their short-range hole: survival vs time")
-    survival.add_argument("models", nargs="+", help="GAP xml files (composite or plain), each run the same way")
-    survival.add_argument("--species", nargs="+", default=["Si", "O"], help="LAMMPS type order (default: Si O)")
-    survival.add_argument("--start", default=None, help="start structure, any file ASE reads (default: beta-cristobalite)")
-    survival.add_argument("--cutoffs", default="Si-Si=1.6,Si-O=1.1,O-O=0.8",
-                        help="aux cutoffs per pair, A: a pair inside one is the first unphysical event")
-    survival.add_argument("--temperatures", type=float, nargs="+", default=[3000.0, 6000.0, 9000.0])
-    survival.add_argument("--densities", type=float, nargs="+", default=[1.0], help="multiples of the start's density")
-    survival.add_argument("--pressures", type=float, nargs="+", default=None,
-                        help="bar: also NPT runs at these pressures (-1: an NVT run beside them); default NVT only")
-    survival.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    survival.add_argument("--steps", type=int, default=2000)
-    survival.add_argument("--timestep", type=float, default=1.0, help="fs (the largest, with --max-displacement)")
-    survival.add_argument("--max-displacement", type=float, default=0.1,
-                        help="adaptive timestep: A per step at most (0: a fixed timestep)")
-    survival.add_argument("--max-energy-change", type=float, default=0.5,
-                        help="adaptive timestep: eV of kinetic energy any atom gains or loses in one step at most "
-                             "(0: the displacement bound alone)")
-    survival.add_argument("--reference", action="store_true", help="also run the shipped Vashishta SiO2, the control")
-    survival.add_argument("--out", default="survival", help="output folder (survival.json, survival.png, runs/)")
+    _add_survival_parser(commands)
     args = parser.parse_args(argv)
 
     from alcgap.fit.gapfit import GapFitError
@@ -188,31 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fit":
             from alcgap.config import load_fit_config
-            from alcgap.workflow.fit import run_fit
+            from alcgap.workflow.fitjob import run_fit
 
             config = load_fit_config(args.config)
             run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
             _print_summary(run_fit(config, run_dir))
         elif args.command in ("run", "resume"):
-            from alcgap.analysis.report import write_report
-            from alcgap.workflow.campaign import resume_campaign, run_campaign
-
-            if args.command == "run":
-                run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
-                run_campaign(args.config, run_dir, site=args.site)
-            else:
-                run_dir = Path(args.run_dir)
-                stop = {key: value for key, value in (("max_iterations", args.max_iterations),
-                                                      ("max_labels", args.max_labels)) if value is not None}
-                resume_campaign(run_dir, site=args.site, stop=stop)
-            _status(run_dir)
-            print(f"report: {write_report(run_dir)}")
+            _campaign(args)
         elif args.command == "status":
             return _status(Path(args.run_dir))
         elif args.command == "survival":
             return _survival(args)
         elif args.command == "report":
-            from alcgap.analysis.report import main_report
+            from alcgap.report.write import main_report  # matplotlib and the aux fit: seconds to import
 
             return main_report(args.run_dir)
     except (ConfigError, GapFitError, SiteError) as err:

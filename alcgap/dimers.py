@@ -46,6 +46,11 @@ def isolated_atom_energies(reference: Reference, species: list[str]) -> dict[str
     return {symbol: reference.isolated_atom_energy(symbol) for symbol in species}
 
 
+def dimer_structure(pair: Pair, r: float) -> Atoms:
+    """Two atoms of ``pair`` ``r`` Angstrom apart, alone in a box (as the reference computes them)."""
+    return isolated(pair[0] + pair[1], positions=[[0.0, 0.0, 0.0], [r, 0.0, 0.0]])
+
+
 def dimer_curve(
     reference: Reference, pair: Pair, distances: np.ndarray, atom_energies: dict[str, float]
 ) -> DimerCurve:
@@ -53,7 +58,7 @@ def dimer_curve(
     a, b = pair
     kept_r, kept_e, failed = [], [], {}
     for r in distances:
-        label = reference.compute(isolated(a + b, positions=[[0.0, 0.0, 0.0], [r, 0.0, 0.0]]))
+        label = reference.compute(dimer_structure(pair, r))
         if label.ok:
             kept_r.append(r)
             kept_e.append(label.energy - atom_energies[a] - atom_energies[b])
@@ -86,3 +91,17 @@ def pair_curve(calc, pair: Pair, distances: np.ndarray, separation: float = 12.0
     local = atoms.get_potential_energies()
     forces = atoms.get_forces()
     return local[0::2] + local[1::2], forces[1::2, 0]
+
+
+def short_range_curves(calcs: dict, pairs, r_min: float, r_max: float = 2.5, step: float = 0.02) -> dict[str, dict]:
+    """Dimer energy of each calculator (name -> ASE calculator) from ``r_min`` to ``r_max``
+    (Angstrom) per pair, relative to its value at the last point (eV)."""
+    out = {}
+    for pair in pairs:
+        r = np.round(np.arange(r_min, r_max, step), 6)
+        entry: dict[str, np.ndarray] = {"r": r}
+        for name, calc in calcs.items():
+            energies, _ = pair_curve(calc, pair, r)
+            entry[name] = energies - energies[-1]
+        out[pair_name(pair)] = entry
+    return out

@@ -42,13 +42,12 @@ Rules
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,81 +58,13 @@ from ase import Atoms
 from ase.db.row import AtomsRow
 
 from alcgap.fit.main import EmptyTrainingSet, training_frames
+from alcgap.provenance import FINGERPRINT_TOLERANCE, HASH_PREFIX, Provenance, fingerprint
 from alcgap.reference.base import Label, LabelStatus, Reference
 
-#: grid (Angstrom) on which cell and positions are compared when fingerprinting
-FINGERPRINT_TOLERANCE = 1e-6
-#: failures that say nothing about the structure: label_with tries them again
 #: failures that say nothing about the structure: run again when met on resume (an input error
 #: stopped labelling; once the settings are fixed, the same structure must be labelled)
 RETRIED_BY_DEFAULT = frozenset({LabelStatus.TIMED_OUT, LabelStatus.HUNG, LabelStatus.INPUT_ERROR})
 JOURNAL_MODES = ("wal", "delete", "truncate", "persist")
-_HASH = "sha256:"
-
-
-def fingerprint(atoms: Atoms, tolerance: float = FINGERPRINT_TOLERANCE) -> str:
-    """Identity of a structure: sha256 of atomic numbers, pbc, cell and positions.
-
-    Positions are wrapped into the cell along periodic directions, then cell and positions are
-    put on a grid of ``tolerance`` (Angstrom): a frame shifted by a lattice vector, or perturbed
-    far below the tolerance, keeps its fingerprint (unless a coordinate sits right at a grid
-    boundary, which costs one repeated label, never a wrong one). Atom order counts.
-    """
-    positions = atoms.get_positions(wrap=True) if atoms.pbc.any() else atoms.positions
-    digest = hashlib.sha256()
-    for part in (atoms.numbers, atoms.pbc, _on_grid(atoms.cell.array, tolerance), _on_grid(positions, tolerance)):
-        digest.update(np.asarray(part, dtype="<i8").tobytes())
-    return _HASH + digest.hexdigest()
-
-
-def _on_grid(values: np.ndarray, tolerance: float) -> np.ndarray:
-    # integers, not rounded floats: -0.0 and 0.0 must hash alike
-    return np.rint(np.asarray(values, dtype=float) / tolerance).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Why a structure was labelled.
-
-    ``origin`` says where it came from: "isolated", "dimer", "bootstrap", "explore:<task id>";
-    the part before ":" becomes gap_fit's ``config_type`` on export. ``variance`` is the
-    predicted variance that flagged it (eV^2, as the selector reports it), ``min_distance`` its
-    shortest interatomic distance (Angstrom), ``reason`` free text.
-    """
-
-    iteration: int
-    origin: str
-    variance: float | None = None
-    min_distance: float | None = None
-    reason: str = ""
-    #: JSON-ready details kept with the row and returned in ``atoms.info``: the selected atoms
-    #: (``centre_atoms``), and for a carved cell its source frame and carving parameters
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if isinstance(self.iteration, bool) or not isinstance(self.iteration, (int, np.integer)) or self.iteration < 0:
-            raise ValueError(f"iteration: a non-negative integer, got {self.iteration!r}")
-        if not isinstance(self.origin, str) or not self.origin or _reads_as_number(self.origin):
-            raise ValueError(f"origin: a name such as 'dimer' or 'explore:3', got {self.origin!r}")
-
-    @classmethod
-    def from_info(cls, info: dict[str, Any]) -> "Provenance":
-        """The provenance in ``atoms.info`` of a structure from :meth:`LabelStore.labelled`."""
-        return cls(
-            iteration=int(info["iteration"]),
-            origin=info["origin"],
-            variance=info.get("variance"),
-            min_distance=info.get("min_distance"),
-            reason=info.get("selection_reason", ""),
-        )
-
-
-def _reads_as_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return text in ("True", "False")
-    return True
 
 
 @dataclass(frozen=True)
@@ -213,7 +144,7 @@ class LabelStore:
         keys: dict[str, Any] = {
             "status": label.status.value,
             "reference": reference_name,
-            "settings_hash": _HASH + settings_hash,
+            "settings_hash": HASH_PREFIX + settings_hash,
             "fingerprint": fingerprint(atoms),
             "iteration": int(provenance.iteration),
             "origin": provenance.origin,
@@ -282,7 +213,7 @@ class LabelStore:
 
     def find(self, fingerprint: str, settings_hash: str) -> list[AtomsRow]:
         """Every row (any status) of one structure under one reference setting, oldest first."""
-        return list(self._db.select(fingerprint=fingerprint, settings_hash=_HASH + settings_hash, sort="id"))
+        return list(self._db.select(fingerprint=fingerprint, settings_hash=HASH_PREFIX + settings_hash, sort="id"))
 
     def has_label(self, atoms: Atoms, settings_hash: str) -> bool:
         """Whether ``atoms`` has an OK label under these reference settings."""
@@ -324,7 +255,7 @@ class LabelStore:
         if iteration is not None:
             query["iteration"] = int(iteration)
         if settings_hash is not None:
-            query["settings_hash"] = _HASH + settings_hash
+            query["settings_hash"] = HASH_PREFIX + settings_hash
         prefix = origin[:-1] if origin is not None and origin.endswith("*") else None
         if origin is not None and prefix is None:
             query["origin"] = origin
@@ -378,7 +309,7 @@ def atoms_from_row(row: AtomsRow) -> Atoms:
     """The row's structure; OK labels on a SinglePointCalculator, provenance in ``atoms.info``."""
     atoms = row.toatoms()
     info = {key: row.get(key) for key in row.key_value_pairs}
-    info["settings_hash"] = info["settings_hash"].removeprefix(_HASH)  # as Reference.settings_hash() gives it
+    info["settings_hash"] = info["settings_hash"].removeprefix(HASH_PREFIX)  # as Reference.settings_hash() gives it
     info.update({key: row.data[key] for key in ("label_reason", "selection_reason") if key in row.data})
     info.update(row.data.get("details", {}))
     info["row_id"] = row.id

@@ -27,13 +27,18 @@ survival table) and ``survival.png``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
 
+from alcgap.md.failures import classify_md_failure
+from alcgap.md.forces import ForceField
+from alcgap.md.lammps import run_md
+from alcgap.md.monitors import MonitorSettings
+from alcgap.md.protocols import npt, nvt
 from alcgap.structures import pair_key, pair_name
 
 
@@ -110,16 +115,10 @@ def held(run: SurvivalRun | Mapping, fraction: float = HELD_FRACTION) -> bool:
 
 
 def survival_run(name: str, xml_or_commands: str | list[str], species: Sequence[str], start: Atoms, *,
-               temperature: float, density: float, seed: int, steps: int, timestep: float, aux_cutoffs: Mapping[str, float],
-               max_displacement: float | None, max_energy_change: float | None = 0.5, monitor_every: int = 10,
-               folder: Path, pressure: float | None = None) -> SurvivalRun:
+                 temperature: float, density: float, seed: int, steps: int, timestep: float, aux_cutoffs: Mapping[str, float],
+                 max_displacement: float | None, max_energy_change: float | None = 0.5, monitor_every: int = 10,
+                 folder: Path, pressure: float | None = None) -> SurvivalRun:
     """One NVT run of the sweep (NPT at ``pressure`` bar if given), serial, in this process."""
-    from alcgap.md.forces import ForceField
-    from alcgap.md.lammps import run_md
-    from alcgap.md.monitors import MonitorSettings
-    from alcgap.md.protocols import npt, nvt
-    from alcgap.workflow.explore import classify_md_failure
-
     atoms = start.copy()
     atoms.set_cell(atoms.cell.array * density ** (-1.0 / 3.0), scale_atoms=True)
     force_field = (ForceField.classical(xml_or_commands, list(species)) if isinstance(xml_or_commands, list)
@@ -235,7 +234,6 @@ def run_folder(out: Path, name: str, temperature: float, density: float, pressur
 def read_sweep(out: Path) -> list[SurvivalRun]:
     """The records of ``out/survival.json``; a record written before ``first_unheld_step`` existed
     gets it from its run's ``monitor.jsonl`` (the aux cutoffs of the sweep's settings)."""
-    from dataclasses import fields
 
     data = json.loads((Path(out) / "survival.json").read_text())
     known = {f.name for f in fields(SurvivalRun)}
@@ -290,10 +288,7 @@ def plot_survival(table: dict, path: Path) -> None:
     """One column per temperature (condition), two rows: the fraction of runs still physical (no
     pair inside an aux cutoff) and still held (no pair below ``held_fraction`` of it); a step curve
     per potential (styles differ, so curves that coincide stay visible), the legend below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from alcgap.analysis.plots import plt  # matplotlib (Agg): loaded only when a plot is drawn
 
     temperatures = sorted({t for by_t in table["fraction_physical"].values() for t in by_t},
                           key=lambda key: (float(key.split()[0]), key))

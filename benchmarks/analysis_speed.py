@@ -16,13 +16,14 @@ figures are medians. Goal: analysis at most 2x the read.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import ase.io
+
+from provenance import ARTEFACTS, summary_path, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,15 +45,15 @@ def main() -> int:
     parser.add_argument("--atoms", type=int, default=2160)
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "analysis_speed.json"))
+    parser.add_argument("--out", default=str(summary_path(__file__)), help="summary JSON (default: beside this script)")
     parser.add_argument("--keep", action="store_true", help="keep the generated trajectory file")
     args = parser.parse_args()
 
     from alcgap.analysis.clustering import analyse_trajectory
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    path = out.parent / f"sio2-{args.atoms}x{args.frames}.xyz"
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTEFACTS / f"sio2-{args.atoms}x{args.frames}.xyz"
     write_trajectory(path, args.atoms, args.frames)
 
     times: dict[str, list[float]] = {"read": [], "analysis": [], "analysis_no_skin": []}
@@ -79,7 +80,7 @@ def main() -> int:
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
     }
     results["meets_goal"] = results["ratio_analysis_to_read"] <= results["goal_ratio"]
-    out.write_text(json.dumps(results, indent=1))
+    write_summary(out, results)
     if not args.keep:
         path.unlink()
     print(f"read {median['read']:.3f} s, analysis {median['analysis']:.3f} s "

@@ -2,6 +2,9 @@
 
     python benchmarks/aux_fit.py [--references vashishta xtb] [--out benchmarks/results/aux_fit]
 
+Writes its summary to benchmarks/aux_fit.json (beside this script, with the machine and date);
+the dimer scans and fits stay in --out.
+
 For each reference: the dimer scans of the paper's pairs (aux cutoffs Si-Si 1.6, Si-O 1.1, O-O
 0.8 A, scan from 0.5 A every 0.02 A), the aux fit with the package's recipe, and per pair:
 - the condition number of the sparse covariance K_MM gap_fit factorises (from the xml) and
@@ -22,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from provenance import ARTEFACTS, summary_path, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTOFFS = {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8}
@@ -100,7 +105,8 @@ def run(name: str, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--references", nargs="+", default=["vashishta", "xtb"], choices=["vashishta", "xtb"])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "aux_fit")
+    parser.add_argument("--out", type=Path, default=ARTEFACTS / "aux_fit", help="dimer scans and fits")
+    parser.add_argument("--summary", type=Path, default=summary_path(__file__), help="summary JSON (default: beside this script)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = [run(name, args.out) for name in args.references]
@@ -110,8 +116,7 @@ def main() -> None:
         for key, p in res["pairs"].items():
             print(f"  {key:6s} {p['K_MM_condition_number']:10.3g} {p['n_sparse']:4d} {p['max_rel_error_scan']:9.2%} "
                   f"{p['max_rel_error_midpoints']:9.2%} {p['energy_at_core_floor_eV']:13.3g}")
-    (args.out / "aux_fit.json").write_text(json.dumps(results, indent=1))
-    print(f"written {args.out / 'aux_fit.json'}")
+    print(f"written {write_summary(args.summary, results)}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ first clean 10x run, the prospective error per iteration, and the stress-test su
 final model (``alcgap.survival``: the same hot NVT runs for every model, from the crystal, with the
 package's adaptive step; unphysical = a pair inside its aux cutoff, a collapse or lost atoms).
 
-Writes ``benchmarks/results/campaign_aux/summary.json`` and ``campaign_aux.png``.
+Writes its summary to ``benchmarks/campaign_aux.json`` (beside this script, with the machine and date);
+the campaigns and ``campaign_aux.png`` go to ``benchmarks/results/campaign_aux/``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ POTENTIALS = ("composite", "plain")
 
 sys.path.insert(0, str(HERE))
 from campaign_learning import curve, twin  # noqa: E402
+from provenance import summary_path, write_summary  # noqa: E402
+
+SUMMARY = summary_path(__file__)
 
 
 def run(config: dict, potential: str, seed: int, site: str) -> tuple[Path, float | None]:
@@ -151,10 +155,10 @@ def main() -> int:
     parser.add_argument("--stress-temperatures", type=float, nargs="+", default=[6000.0])
     parser.add_argument("--stress-seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--stress-steps", type=int, default=1000)
-    parser.add_argument("--plot-only", action="store_true", help="redraw campaign_aux.png from summary.json")
+    parser.add_argument("--plot-only", action="store_true", help="redraw campaign_aux.png from the summary JSON")
     args = parser.parse_args()
     if args.plot_only:
-        plot(json.loads((OUT / "summary.json").read_text())["campaigns"], OUT / "campaign_aux.png")
+        plot(json.loads(SUMMARY.read_text())["campaigns"], OUT / "campaign_aux.png")
         return 0
     config = yaml.safe_load(Path(args.config).read_text()) if args.config else twin()
     cutoffs = config["aux"]["cutoffs"]
@@ -196,13 +200,12 @@ def main() -> int:
             "wall_minutes": spread([row["wall_minutes"] for row in mine]),
             "stress_physical_fraction": spread([row["stress"]["physical_fraction"] for row in mine]),
         }
-    (OUT / "summary.json").write_text(json.dumps({"by_potential": by_potential, "campaigns": rows,
-                                                  "stress_settings": {"temperatures": args.stress_temperatures,
-                                                                      "seeds": args.stress_seeds,
-                                                                      "steps": args.stress_steps}}, indent=1))
+    write_summary(SUMMARY, {"by_potential": by_potential, "campaigns": rows,
+                            "stress_settings": {"temperatures": args.stress_temperatures, "seeds": args.stress_seeds,
+                                                "steps": args.stress_steps}})
     plot(rows, OUT / "campaign_aux.png")
     print(json.dumps(by_potential, indent=1))
-    print(f"wrote {OUT / 'summary.json'} and {OUT / 'campaign_aux.png'}")
+    print(f"wrote {SUMMARY} and {OUT / 'campaign_aux.png'}")
     return 0
 
 

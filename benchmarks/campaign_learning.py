@@ -5,8 +5,9 @@
     python benchmarks/campaign_learning.py --run-demo           # run the demo (CP2K xTB) here first
 
 Goal (issue 14): a clean 10x run in at most 300 labels at this scale (the paper used 1500 DFT
-energies and checked by eye). Writes ``benchmarks/results/campaign_learning/summary.json`` and
-``learning_curve.png`` (prospective and held-out errors against the labels trained on).
+energies and checked by eye). Writes its summary to ``benchmarks/campaign_learning.json`` (beside
+this script, with the machine and date); the runs and ``learning_curve.png`` (prospective and
+held-out errors against the labels trained on) go to ``benchmarks/results/campaign_learning/``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "results" / "campaign_learning"
+
+sys.path.insert(0, str(HERE))
+from provenance import summary_path, write_summary  # noqa: E402
+
+SUMMARY = summary_path(__file__)
 
 def twin() -> dict:
     """The classical twin of the demo: configs/sio2-quick.yaml with Vashishta for CP2K xTB."""
@@ -155,9 +161,9 @@ def main() -> int:
                   f"meV/atom {r['prospective_force_rmse'] or float('nan'):.3f} eV/A, at the explored geometry "
                   f"{r['prospective_core_force_rmse'] or float('nan'):.3f} eV/A; target runs {r['target_verdicts']} "
                   f"first bad step {r['first_bad_step']}; +{r['new_labels']} labels")
-    (OUT / "summary.json").write_text(json.dumps({"openblas": kernels, "openblas_env": blas_env, **results}, indent=1))
+    write_summary(SUMMARY, {"openblas": kernels, "openblas_env": blas_env, **results})
     plot(results, OUT / "learning_curve.png")
-    print(f"wrote {OUT / 'summary.json'} and {OUT / 'learning_curve.png'}")
+    print(f"wrote {SUMMARY} and {OUT / 'learning_curve.png'}")
     return 0
 
 

@@ -7,6 +7,7 @@ Utilisation of a labelling phase = sum of the reference calls' busy time (starte
 recorded in the store for every label) / (label workers x the phase's span, from the first
 start to the last finish). Goal: at least 90%. Driver overhead = the time the driver spent in
 its own code while the phase ran (storing labels, submitting apps), from ``state.json``.
+Writes ``benchmarks/campaign_utilisation.json`` (beside this script, with the machine and date).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import ARTEFACTS, summary_path, write_summary  # noqa: E402
 
 
 def phases(run_dir: Path) -> list[dict]:
@@ -65,7 +69,7 @@ def main() -> int:
     else:
         from alcgap.workflow.campaign import run_campaign
 
-        run_dir = ROOT / "benchmarks" / "results" / "campaign-run"
+        run_dir = ARTEFACTS / "campaign-run"
         run_campaign(args.config, run_dir, site=args.site)
     workers = load_site(args.site, run_dir).tasks.cp2k.max_concurrent
     table = phases(run_dir)
@@ -80,9 +84,7 @@ def main() -> int:
     for e in overhead:
         share = e["driver_s"] / e["stage_s"] if e.get("stage_s") else float("nan")
         print(f"{e['iteration']:>4} {e['stage']:>22} {e['driver_s']:>9.3f} {e['stage_s'] or 0:>9.1f} {share:>12.2%}")
-    out = ROOT / "benchmarks" / "results" / "campaign_utilisation.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"run_dir": str(run_dir), "phases": table, "driver": overhead}, indent=1))
+    out = write_summary(summary_path(__file__), {"run_dir": str(run_dir), "phases": table, "driver": overhead})
     print(f"\nwritten {out}")
     return 0
 

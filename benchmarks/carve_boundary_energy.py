@@ -9,26 +9,28 @@ as cut and with its boundary relaxed (alcgap.explore.carve.relax_boundary: atoms
 the campaign's default frozen radius, relaxed by the Vashishta potential standing in for the
 explored model); printed per push: atoms carved, energy per atom of each, the same less the
 pushed pair's own energy (what the push costs the whole frame), and the largest difference of
-the two centre atoms' forces. Writes benchmarks/results/carve_boundary_energy.json.
+the two centre atoms' forces. Writes benchmarks/carve_boundary_energy.json (beside this script,
+with the machine and date; other radii: carve_boundary_energy_r<radius>_f<frozen>.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 from ase.geometry import find_mic
 from matscipy.neighbours import neighbour_list
 
-from alcgap.explore.carve import CarveSettings, carve, info_indices, relax_boundary
+from alcgap.explore.carve import CarveSettings, carve, relax_boundary
+from alcgap.provenance import info_indices
 from alcgap.md.classical import run_classical_md
 from alcgap.md.protocols import Segment, scaled_cell
 from alcgap.reference import LammpsReference, vashishta_sio2_commands
 from alcgap.structures import beta_cristobalite
 
-OUT = Path(__file__).parent / "results" / "carve_boundary_energy.json"
+from provenance import summary_path, write_summary
+
+OUT = summary_path(__file__)
 
 
 def label(reference, atoms):
@@ -76,9 +78,8 @@ def main() -> None:
                      "centre_force_diff_eV_A": float(np.abs(part.forces[centres] - whole.forces[[si, o]]).max()),
                      "relaxed_centre_force_diff_eV_A": float(np.abs(healed.forces[centres] - whole.forces[[si, o]]).max())})
         print(" ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()), flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    out = OUT if (args.radius, args.frozen) == (4.0, 3.0) else OUT.with_name(f"carve_boundary_energy_r{args.radius}_f{args.frozen}.json")
-    out.write_text(json.dumps(rows, indent=1))
+    out = OUT if (args.radius, args.frozen) == (4.0, 3.0) else summary_path(__file__, f"_r{args.radius}_f{args.frozen}")
+    print(f"written {write_summary(out, {'radius_A': args.radius, 'frozen_A': args.frozen, 'rows': rows})}")
 
 
 if __name__ == "__main__":

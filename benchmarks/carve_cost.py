@@ -10,13 +10,12 @@ frame, radius and kind: atoms per carved cell (mean, min, max), cube side, remov
 time, and the cube of atom counts as a stand-in for the cost of a DFT label (cubic scaling):
 (N_frame / N_carved)^3, the saving over labelling the frame whole, and (N_carved / 24)^3, the
 price over a 24-atom training cell. Every carved cell is checked with ``check_carved``.
-Writes benchmarks/results/carve_cost.json.
+Writes benchmarks/carve_cost.json (beside this script, with the machine and date).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -30,9 +29,9 @@ from matscipy.neighbours import neighbour_list  # noqa: E402
 from alcgap.explore.carve import CarveSettings, carve, check_carved  # noqa: E402
 from alcgap.md.protocols import Segment, scaled_cell  # noqa: E402
 from alcgap.structures import beta_cristobalite, rattled  # noqa: E402
+from provenance import summary_path, write_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 TRAINING_ATOMS = 24
 
 
@@ -106,9 +105,8 @@ def main():
               f"{row['side_mean']:>7.2f} {row['removed_mean']:>7.1f} {row['saving_vs_frame_cubed']:>10.0f} "
               f"{row['price_vs_training_cubed']:>10.1f} {1e3 * row['carve_seconds_mean']:>6.0f} "
               f"{row['cells_with_problems']:>4}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "carve_cost.json").write_text(json.dumps({"frames": "rattled" if args.rattled else "vashishta quench",
-                                                         "rows": rows}, indent=1))
+    out = write_summary(summary_path(__file__), {"frames": "rattled" if args.rattled else "vashishta quench", "rows": rows})
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ The paper reports about +5% for the composite; our goal is at most +3%.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 from alcgap.workflow.state import read_run_json
+from provenance import summary_path, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "sio2-fit-quick"))
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "composite_cost.json"))
+    parser.add_argument("--out", default=str(summary_path(__file__)), help="summary JSON (default: beside this script)")
     args = parser.parse_args()
 
     run = Path(args.run_dir)
@@ -82,9 +82,7 @@ def main() -> int:
               f"composite {median['composite']:.3f} s -> ratio {cell['composite_over_main']:.3f}; "
               f"with variance ratio {cell['composite_over_main_with_variance']:.3f}; "
               f"(QUIP's Sum potential: {cell['quip_sum_over_main']:.3f})", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    out = write_summary(args.out, results)
     print(f"written {out}")
     return 0
 

@@ -19,13 +19,12 @@ whole / mean carved, and for 2160-atom frames (the paper's 10x of 216 atoms) a P
 not a measurement: the whole frame's time scaled by (2160/240)^3 (cubic scaling), against the
 same carved cells (the carving radius, not the frame, sets their size); alongside it the power
 law fitted through the measured points, to show how far from cubic the small cells are.
-Writes benchmarks/results/cp2k_carve_cost.json.
+Writes benchmarks/cp2k_carve_cost.json (beside this script, with the machine and date).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -40,15 +39,15 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carve_cost import events, frame  # noqa: E402  (the 240-atom Vashishta frame and its events)
+from provenance import summary_path, write_summary  # noqa: E402
 
 from alcgap.explore.carve import CarveSettings, carve, relax_boundary  # noqa: E402
 from alcgap.config import load_campaign_config  # noqa: E402
 from alcgap.reference import LammpsReference, make_reference  # noqa: E402
-from alcgap.workflow.apps import frozen_radius  # noqa: E402
+from alcgap.workflow.stages.explore import pick_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "sio2-quick.yaml"
-RESULTS = ROOT / "benchmarks" / "results"
 PROJECTED_ATOMS = 2160
 _SCF = re.compile(r"\*\*\* SCF run converged in\s+(\d+) steps")
 #: OT: the outer loop's total, converged or not
@@ -124,7 +123,7 @@ def main():
     for kind, atoms, centres in cases:
         cell = carve(atoms, centres, CarveSettings(radius=radius))
         if not args.as_cut:
-            cell = relax_boundary(atoms, cell, relaxer, frozen_radius(config))
+            cell = relax_boundary(atoms, cell, relaxer, pick_settings(config).frozen_radius)
         rows.append(label_cost(reference, cell, f"carved-{kind}"))
         print(f"  {rows[-1]['kind']:>13} {rows[-1]['atoms']:>4} atoms {rows[-1]['wall_seconds']:8.1f} s "
               f"scf {rows[-1]['scf_steps_total']} in {rows[-1]['cp2k_runs']} run(s) {rows[-1]['status']}", flush=True)
@@ -192,17 +191,16 @@ def main():
                   f"{fitted['whole_wall_seconds']:.0f} s = {fitted['ratio_whole_over_mean_carved']:.0f} x")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} cores")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cp2k_carve_cost.json").write_text(json.dumps({
+    write_summary(summary_path(__file__), {
         "reference": {"config": str(CONFIG.relative_to(ROOT)), **settings.label_settings(), "ranks": args.ranks,
                       "omp_threads": settings.omp_threads, "walltime": settings.walltime},
         "frame": "beta-cristobalite x10, Vashishta melt-and-quench (benchmarks/carve_cost.py frame)",
-        "carve_radius": radius, "boundary": "as cut" if args.as_cut else f"relaxed beyond {frozen_radius(config)} A",
+        "carve_radius": radius, "boundary": "as cut" if args.as_cut else f"relaxed beyond {pick_settings(config).frozen_radius} A",
         "labels": rows + [whole], "measured": measured, "projection": projection,
         "machine": {"cores": os.cpu_count(), "load_1min_before": load_before[0], "load_1min_after": load_after[0],
                     "python": platform.python_version(), "niceness": os.nice(0)},
         "workdir": str(workdir),
-    }, indent=1))
+    })
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ ladder):
 
 For each: whether the first attempt converged, whether the ladder did, which rung, how many
 rungs were tried, and the energy difference to the same cell labelled with the normal OT
-settings (a recovered label must be the same label). Writes benchmarks/results/cp2k_ladder.json.
+settings (a recovered label must be the same label). Writes benchmarks/cp2k_ladder.json (beside
+this script, with the machine and date).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import summary_path, write_summary  # noqa: E402
+
 CASES = {
     "ot_max_scf_3": {"max_scf": 3, "outer_max_scf": 1},
     "ot_max_scf_1": {"max_scf": 1, "outer_max_scf": 1},
@@ -66,9 +70,7 @@ def main() -> int:
                "largest_energy_difference_eV": max((abs(r["energy_difference_eV"]) for r in rows
                                                     if r["energy_difference_eV"] is not None), default=None),
                "rows": rows}
-    out = ROOT / "benchmarks" / "results" / "cp2k_ladder.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1))
+    write_summary(summary_path(__file__), summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
     return 0
 

@@ -10,13 +10,13 @@ Vashishta melt (what the bootstrap and the 1x runs label). Each cell is labelled
 else equal; ``--jobs`` labels run at once (one core each). Reported per cell: atoms, SCF steps
 (every run, recovery rungs included), wall seconds, status and the energy difference CG - DIIS
 (both converged to EPS_SCF, so it must be within the SCF tolerance). The ratios are of wall
-times measured in this one run. Writes benchmarks/results/cp2k_minimizer.json.
+times measured in this one run. Writes benchmarks/cp2k_minimizer.json (beside this script, with the
+machine and date).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,12 +29,13 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carve_cost import events, frame  # noqa: E402
-from cp2k_carve_cost import CONFIG, RESULTS, label_cost  # noqa: E402
+from cp2k_carve_cost import CONFIG, label_cost  # noqa: E402
+from provenance import summary_path, write_summary  # noqa: E402
 
 from alcgap.explore.carve import CarveSettings, carve, relax_boundary  # noqa: E402
 from alcgap.config import load_campaign_config  # noqa: E402
 from alcgap.reference import LammpsReference, make_reference  # noqa: E402
-from alcgap.workflow.apps import frozen_radius  # noqa: E402
+from alcgap.workflow.stages.explore import pick_settings  # noqa: E402
 
 
 def _label(job: tuple) -> dict:
@@ -68,7 +69,7 @@ def main():
     source = frame(10, True)
     cells = []
     for index, (kind, atoms, centres) in enumerate(events(source, args.samples, np.random.default_rng(0))):
-        cell = relax_boundary(atoms, carve(atoms, centres, CarveSettings(radius=radius)), relaxer, frozen_radius(config))
+        cell = relax_boundary(atoms, carve(atoms, centres, CarveSettings(radius=radius)), relaxer, pick_settings(config).frozen_radius)
         cells.append((f"carved-{kind}-{index}", cell))
     small = frame(1, True)
     rng = np.random.default_rng(1)
@@ -105,9 +106,7 @@ def main():
         summary[group]["ratio_cg_over_diis"] = summary[group]["cg_wall_seconds"] / summary[group]["diis_wall_seconds"]
         print(f"{group}: DIIS {summary[group]['diis_wall_seconds']:.0f} s, CG {summary[group]['cg_wall_seconds']:.0f} s, "
               f"CG/DIIS {summary[group]['ratio_cg_over_diis']:.2f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cp2k_minimizer.json").write_text(json.dumps(
-        {"config": str(CONFIG.name), "jobs": args.jobs, "cells": table, "summary": summary}, indent=1))
+    write_summary(summary_path(__file__), {"config": str(CONFIG.name), "jobs": args.jobs, "cells": table, "summary": summary})
 
 
 if __name__ == "__main__":

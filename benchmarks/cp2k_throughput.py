@@ -11,13 +11,13 @@ start, CP2K, parsing), the wall time of the CP2K process alone, and CP2K's own t
 timing report (line ``CP2K`` of the T I M I N G table). Outside-CP2K share = 1 - CP2K's own time /
 our wall time; it splits into our Python (compute minus the process) and the process start and
 end that CP2K's timer does not see (MPI start-up, reading libraries, tear-down).
-Goal: less than 2% outside CP2K.
+Goal: less than 2% outside CP2K. Writes benchmarks/cp2k_throughput.json (beside this script, with
+the machine and date).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import statistics
@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import summary_path, write_summary  # noqa: E402
 
 
 def measure_cell(reference, n_atoms: int, labels: int) -> dict:
@@ -73,7 +75,7 @@ def main() -> int:
     parser.add_argument("--omp-threads", type=int, default=1)
     parser.add_argument("--ranks", type=int, default=1, help=">1 runs under Debian's OpenMPI launcher")
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench-cp2k-throughput"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cp2k_throughput.json"))
+    parser.add_argument("--out", default=str(summary_path(__file__)), help="summary JSON (default: beside this script)")
     args = parser.parse_args()
 
     from alcgap.reference import Cp2kReference, Cp2kSettings
@@ -108,9 +110,7 @@ def main() -> int:
         print(f"{cell['n_atoms']:5d} {cell['labels_per_hour']:9.1f} {cell['median_wall_s']:9.2f} "
               f"{100 * cell['outside_cp2k_fraction']:12.2f}% {100 * cell['python_fraction']:10.3f}% "
               f"{100 * cell['process_start_end_fraction']:9.2f}% {cell['python_ms_per_label']:10.1f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    out = write_summary(args.out, results)
     print(f"written {out}")
     return 0
 

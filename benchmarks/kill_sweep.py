@@ -22,7 +22,8 @@ Measured:
   file written in an iteration's folder after the resume took the run's lock, a label stored that was not there, a stage finished
   that was not, an MD attempt started), by the stage the kill landed in;
 - no process of a killed driver (``ALCGAP_RUN_DIR`` of the run) alive after the last resume.
-Writes benchmarks/results/kill_sweep.json.
+Writes benchmarks/kill_sweep.json (beside this script, with the machine and date); the runs and
+logs go to benchmarks/results/kill_sweep/.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-OUT = RESULTS / "kill_sweep"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import ARTEFACTS, summary_path, write_summary  # noqa: E402
+
+OUT = ARTEFACTS / "kill_sweep"
 
 
 def config() -> dict:
@@ -250,7 +253,7 @@ def main() -> int:
         killed_seconds = time.time() - started
     result = {**compare(killed, unkilled, events), "unkilled_seconds": round(unkilled_seconds, 1),
               "killed_seconds": round(killed_seconds, 1), "events": events}
-    (RESULTS / "kill_sweep.json").write_text(json.dumps(result, indent=1))
+    write_summary(summary_path(__file__), result)
     print(json.dumps({k: v for k, v in result.items() if k != "events"}, indent=1))
     return 0
 

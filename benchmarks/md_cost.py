@@ -20,7 +20,8 @@ which the neighbours' load does not enter; wall times and the load average are k
     Python) is held at its 1-rank value.
 
 Without ``--xml`` it fits the small composite of the test suite first (about 40 s).
-Writes benchmarks/results/md_cost.json.
+Writes benchmarks/md_cost.json (beside this script, with the machine and date); the fit and the MD
+runs go to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import numpy as np
 from alcgap.workflow.state import read_run_json
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import ARTEFACTS as RESULTS, summary_path, write_summary  # noqa: E402
 
 
 def fitted_xml() -> str:
@@ -50,7 +52,7 @@ def fitted_xml() -> str:
         from conftest import SMALL_FIT
 
         from alcgap.config import load_fit_config
-        from alcgap.workflow.fit import run_fit
+        from alcgap.workflow.fitjob import run_fit
 
         print("fitting the test suite's small composite GAP first", flush=True)
         run_fit(load_fit_config(SMALL_FIT), run_dir)
@@ -157,7 +159,7 @@ def share_seconds(xml: str, n_ranks: int, repeats: int = 2) -> float:
     """One process, CPU time: the slowest of the ``n_ranks`` masked QUIP calls (what each rank
     computes per step at ``n_ranks`` ranks)."""
     from alcgap.calculator import component_labels
-    from alcgap.md.forces import MASK, MaskedGap
+    from alcgap.md.masked_gap import MASK, MaskedGap
 
     class OneRankOf:  # MaskedGap's share() asks only for size and rank
         def __init__(self, size, rank):
@@ -258,8 +260,7 @@ def main() -> int:
           f"{p16['s_per_step']:.3f} s/step = QUIP {p16['quip_s']:.3f} + comm {p16['comm_s'] * 1e3:.2f} ms + rest "
           f"{p16['rest_s'] * 1e3:.1f} ms: speedup {p16['speedup_vs_1']:.1f}, efficiency {p16['efficiency']:.2f}", flush=True)
     results["load_average_at_end"] = os.getloadavg()
-    out = RESULTS / "md_cost.json"
-    out.write_text(json.dumps(results, indent=1))
+    out = write_summary(summary_path(__file__), results)
     print(f"written {out}")
     return 0
 

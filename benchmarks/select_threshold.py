@@ -17,15 +17,13 @@ of 10 frames 0.5-1 ps later (what a training set of that run would offer), for e
 the flagged ones. Then the fractions below a few thresholds, and the
 selection itself on the 4000 K run with and without the same-event time rule.
 
-Writes benchmarks/results/select_threshold.json.
+Writes benchmarks/select_threshold.json (beside this script, with the machine and date).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from ase.neighborlist import neighbor_list
@@ -36,8 +34,9 @@ from alcgap.reference import vashishta_sio2_commands
 from alcgap.explore.select import MIN_DISTANCE, SelectionSettings, per_atom_soap, select_environments
 from alcgap.structures import beta_cristobalite
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from provenance import summary_path, write_summary
+
+SUMMARY = summary_path(__file__)
 SPECIES = ["Si", "O"]
 FLAG = {("O", "Si"): 1.4, ("Si", "O"): 1.4, ("O", "O"): 2.2, ("Si", "Si"): 2.6}
 EVERY_FS, EQUILIBRATE_FS, KEEP_FS = 10, 1000, 2000
@@ -139,8 +138,7 @@ def main() -> None:
             entry["selection"] = [selection(frames, 0), selection(frames, settings.same_event_steps)]
         results["temperatures"][f"{temperature:g}"] = entry
     results["wall_s"] = round(time.perf_counter() - clock, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "select_threshold.json").write_text(json.dumps(results, indent=1))
+    write_summary(SUMMARY, results)
 
     shown = ("5e-4", "0.001", "0.002", "0.005", "0.01")
     head = f"{'T/K':>5} {'sp':>2} {'pair of environments':<23} {'p5':>8} {'median':>8} {'p95':>8}  " + \
@@ -156,7 +154,7 @@ def main() -> None:
         print(f"4000 K selection, same_event_steps={row['same_event_steps']:>2}: {row['flagged_atoms']} flagged atoms -> "
               f"{row['events']} events ({row['repeats_of_an_event_10_20_fs_before']} repeat an event 10-20 fs before), "
               f"{row['merged']} merged, {row['duplicates']} duplicates")
-    print(f"min_distance = {MIN_DISTANCE:g}; {results['wall_s']} s; written {RESULTS / 'select_threshold.json'}")
+    print(f"min_distance = {MIN_DISTANCE:g}; {results['wall_s']} s; written {SUMMARY}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ with the package's default adaptive step (0.1 A and ``max_energy_change`` 0.5 eV
 step). Monitors: a pair inside its aux
 cutoff (Si-Si 1.6, Si-O 1.1, O-O 0.8 A) is the first unphysical event; a pair at half of it
 stops the run (collapse). Writes ``benchmarks/results/survival_sweep/<timestep mode>/survival.json``
-and ``survival.png``, and ``benchmarks/results/survival_sweep/summary.json``.
+and ``survival.png``, and the summary ``benchmarks/survival_sweep.json`` (beside this script, with
+the machine and the date of its last write; modes not run again are kept from the file).
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ import yaml
 from alcgap.workflow.state import read_run_json
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "survival_sweep"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import ARTEFACTS, summary_path, write_summary  # noqa: E402
+
+OUT = ARTEFACTS / "survival_sweep"
+SUMMARY = summary_path(__file__)
 #: the composite with its aux cutoffs at DATA_FRACTION x the training data's shortest pairs
 AT_DATA = "composite, aux at the data"
 DATA_FRACTION = 0.95
@@ -83,7 +88,8 @@ def main() -> int:
     from alcgap.structures import beta_cristobalite
 
     cutoffs = {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8}
-    summary = json.loads((OUT / "summary.json").read_text()) if (OUT / "summary.json").exists() else {}
+    summary = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {}
+    summary = {key: value for key, value in summary.items() if key not in ("date", "command", "machine")}
     if args.replot:  # the tables and plots again from the records, no MD
         for mode in args.modes:
             if (OUT / mode / "survival.json").exists():
@@ -91,7 +97,7 @@ def main() -> int:
                 data = write_sweep(read_sweep(OUT / mode), OUT / mode, saved["settings"]["steps"], settings=saved["settings"])
                 summary[mode] = {**summary.get(mode, {}), "by_potential": rows_of(data["records"], cutoffs)}
                 report(mode, summary[mode]["by_potential"])
-        (OUT / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_summary(SUMMARY, summary)
         return 0
     xmls = models()
     potentials = {"composite": xmls["composite"], "traditional": xmls["traditional"], AT_DATA: xmls[AT_DATA],
@@ -112,7 +118,7 @@ def main() -> int:
         summary[mode] = {"wall_seconds": round(time.time() - started, 1), "by_potential": rows_of(data["records"], cutoffs)}
         report(mode, summary[mode]["by_potential"])
         (OUT / f"summary-{mode}.json").write_text(json.dumps(summary[mode], indent=1))
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_summary(SUMMARY, summary)
     return 0
 
 

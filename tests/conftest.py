@@ -35,7 +35,7 @@ def small_config():
 @pytest.fixture(scope="session")
 def fitted(tmp_path_factory, small_config):
     """The summary of a whole `run_fit` (dimers -> aux -> MD data -> composite + traditional)."""
-    from alcgap.workflow.fit import run_fit
+    from alcgap.workflow.fitjob import run_fit
 
     run_dir = tmp_path_factory.mktemp("fit")
     return run_fit(small_config, run_dir)

@@ -16,12 +16,10 @@ from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 
 from alcgap.analysis.clustering import ClusteringCriteria, analyse_trajectory, detect_clustering
-from alcgap.analysis.rdf import (
-    PartialRDF, bond_angle_distribution, bond_angles, coordination_numbers, frame_neighbours, frame_rdf,
-    partial_rdfs, rdf_distance, trajectory_neighbours,
-)
-from alcgap.analysis.report import main_report, write_report
+from alcgap.analysis.bonds import bond_angle_distribution, bond_angles, coordination_numbers
+from alcgap.analysis.rdf import PartialRDF, frame_neighbours, frame_rdf, partial_rdfs, rdf_distance, trajectory_neighbours
 from alcgap.analysis.vdos import MEV_PER_ROOT_EIGENVALUE, force_constants, phonon_energies, vdos, vdos_similarity
+from alcgap.report.write import main_report, write_report
 from alcgap.structures import beta_cristobalite, rattled, supercell_with_atoms
 
 SI_O = 1.55  # Si-O bond of beta_cristobalite(): a * sqrt(3) / 8
@@ -354,6 +352,64 @@ def test_report_of_an_empty_run_and_of_no_run(tmp_path):
     page = write_report(tmp_path)
     assert "No iteration directories" in page.read_text()
     assert main_report(tmp_path / "missing") == 2
+
+
+def test_status_reads_in_80_columns_with_every_header_and_decision_whole(tmp_path, capsys):
+    """`alcgap status` (and the table `alcgap run` ends with) in an 80-column log: nothing cut."""
+    from rich.console import Console
+
+    from alcgap.report.status import COLUMNS, LEGEND, print_status
+    from alcgap.workflow.progress import ProgressBoard
+    from alcgap.workflow.state import IterationState
+
+    run = tmp_path / "a-campaign-with-a-long-name"
+    run.mkdir()
+    (run / "campaign.yaml").write_text("name: status\n")
+    bootstrap = IterationState(run, 0)
+    for stage in ("dimers", "aux", "bootstrap", "split", "distances"):
+        bootstrap.finish(stage)
+    bootstrap.finish("label", labelled=180, failed=2)
+    rules = {1: "continue", 2: "nothing_to_learn", 3: "max_iterations"}
+    for k, rule in rules.items():
+        state = IterationState(run, k)
+        state.finish("fit")
+        state.finish("explore_select_label", labelled=12, failed=1)
+        state.finish("judge")
+        (state.dir / "metrics.json").write_text(json.dumps({
+            "errors": {"energy_mae": 4.25, "force_rmse": 0.3125},
+            "clustering": {"s1-T4000-x1": "clean", "s1-T4000-x10": "clustered"},
+            "decision": {"stop": k > 1, "rule": rule, "why": "..."}}))
+    IterationState(run, 4).finish("fit")  # a running iteration: its next stage is shown
+    why = ("reached stop.max_iterations=3; 10x runs not clean: ['s1-T4000-x10']; energy MAE 4.25 > "
+           "judge.max_energy_mae 4.0 meV/atom")
+    (run / "summary.json").write_text(json.dumps({"stopped_by": "max_iterations", "why": why}))
+
+    console = Console(width=80, record=True)
+    assert print_status(run, console=console) == 0
+    shown = console.export_text()
+    lines = shown.splitlines()
+    assert max(len(line) for line in lines) <= 80, shown
+    assert "…" not in shown  # nothing cut
+    words = " ".join(shown.split())
+    for header, _ in COLUMNS:
+        for part in header.split("\n"):
+            assert part in shown, (part, shown)
+    for rule in rules.values():
+        assert rule in shown, (rule, shown)
+    assert " ".join(LEGEND.split()) in words and why in words and "at explore" in shown
+    rows = [line for line in lines if line.startswith("│") and line.split("│")[1].strip().isdigit()]
+    assert [row.split("│")[1].strip() for row in rows] == ["0", "1", "2", "3", "4"]  # a line per iteration
+    assert "180/2" in rows[0] and "4.25" in rows[1] and "0.312" in rows[1] and "1/2" in rows[1]
+    assert print_status(tmp_path / "missing", console=console) == 2
+    assert "holds no campaign" in capsys.readouterr().err
+
+    # the live progress it shows while a driver runs: long names wrapped, never cut
+    task = "s123456-T4000-x10-a-long-exploration-task-name"
+    lines = ProgressBoard.lines({"stage": "iteration 12: explore_select_label", "elapsed_s": 3700.0,
+                                 "stage_elapsed_s": 65.0, "stage_left_s": None, "labels": {},
+                                 "md": {task: {"steps": 4500, "step": 300, "state": "running", "rate": 12.5}}})
+    assert all(len(line) <= 80 for line in lines) and task in "".join(line.strip() for line in lines)
+    assert any("300/4500" in line for line in lines)
 
 
 # ---------------------------------------------------------------- held-out errors with stress

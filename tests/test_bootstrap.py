@@ -9,9 +9,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from alcgap.config import load_fit_config
 from alcgap.lammps_module import potentials_dir
-from alcgap.reference import make_reference
 from alcgap.structures import min_pair_distances
-from alcgap.workflow.fit import bootstrap_frames, starting_structure
+from alcgap.workflow.stages.bootstrap import frames_of, starting_structure
 
 INP_CRYSTAL = {"bulk": "InP", "crystalstructure": "zincblende", "a": 5.87, "cubic": True}  # 8 atoms
 
@@ -38,13 +37,11 @@ def test_classical_bootstrap_runs_the_given_potential(given_to):
     protocol = {"protocol": [{"steps": 300, "t_start": 300, "t_end": 1500}], "sample_every": 100}
     if given_to == "bootstrap":
         config = load_fit_config(inp_config({"kind": "classical", "pair_commands": inp_vashishta(), **protocol}))
-        reference = None
     else:
         config = load_fit_config(inp_config({"kind": "classical", **protocol},
                                             reference={"kind": "lammps", "pair_commands": inp_vashishta()}))
-        reference = make_reference(config.reference, config.species)
-    start = starting_structure(config)
-    frames = bootstrap_frames(config, reference)
+    start = starting_structure(config.data)
+    frames = frames_of(config)
     assert [f.info["md_step"] for f in frames] == [100, 200, 300]
     for frame in frames:
         assert frame.get_chemical_formula() == "In32P32"
@@ -57,7 +54,7 @@ def test_classical_bootstrap_runs_the_given_potential(given_to):
 
 def write_trajectory(path, n_frames: int):
     """n_frames rattled InP cells, labelled with a fake energy that must not survive the reading."""
-    crystal = starting_structure(load_fit_config(inp_config({"kind": "rattle"})))
+    crystal = starting_structure(load_fit_config(inp_config({"kind": "rattle"})).data)
     frames = []
     for i in range(n_frames):
         frame = crystal.copy()
@@ -74,7 +71,7 @@ def test_structures_bootstrap_subsamples_a_written_trajectory(tmp_path, rule, ke
     path = tmp_path / f"given.{suffix}"
     written = write_trajectory(path, 11)
     config = load_fit_config(inp_config({"kind": "structures", "path": str(path), **rule}))
-    frames = bootstrap_frames(config)
+    frames = frames_of(config)
     assert [f.info["source_frame"] for f in frames] == kept
     for frame, index in zip(frames, kept):
         assert frame.get_chemical_formula() == "In32P32" and frame.calc is None  # the reference labels them
@@ -87,16 +84,16 @@ def test_structures_bootstrap_refuses_foreign_species_and_too_few_frames(tmp_pat
     frames[2].symbols[0] = "Ga"
     ase.io.write(path, frames)
     with pytest.raises(ValueError, match=r"data.bootstrap.path: frame 2 .* \['Ga'\]"):
-        bootstrap_frames(load_fit_config(inp_config({"kind": "structures", "path": str(path)})))
+        frames_of(load_fit_config(inp_config({"kind": "structures", "path": str(path)})))
     with pytest.raises(ValueError, match=r"data.bootstrap.count=5: the file holds only 3 frames"):
-        bootstrap_frames(load_fit_config(inp_config({"kind": "structures", "path": str(path), "count": 5})))
+        frames_of(load_fit_config(inp_config({"kind": "structures", "path": str(path), "count": 5})))
 
 
 def test_rattle_bootstrap_displaces_by_the_einstein_rule_and_is_seeded():
     bootstrap = {"kind": "rattle", "temperatures": [300, 2000], "spring": 10.0, "copies": 3, "max_strain": 0.03}
     config = load_fit_config(inp_config(bootstrap))
-    start = starting_structure(config)
-    frames = bootstrap_frames(config)
+    start = starting_structure(config.data)
+    frames = frames_of(config)
     assert len(frames) == 6 and all(f.get_chemical_formula() == "In32P32" for f in frames)
     for temperature in (300, 2000):
         group = [f for f in frames if f.info["rattle_temperature"] == temperature]
@@ -111,7 +108,7 @@ def test_rattle_bootstrap_displaces_by_the_einstein_rule_and_is_seeded():
         sigma = np.sqrt(units.kB * temperature / 10.0)  # classical Einstein oscillator: kB T = k <u^2>
         assert len(group) == 3
         assert np.std(displacements) == pytest.approx(sigma, rel=0.1)  # 576 Gaussian components
-    again = bootstrap_frames(config)
+    again = frames_of(config)
     assert all(np.array_equal(a.positions, b.positions) for a, b in zip(frames, again))
-    other = bootstrap_frames(load_fit_config(inp_config({**bootstrap, "seed": 5})))
+    other = frames_of(load_fit_config(inp_config({**bootstrap, "seed": 5})))
     assert not np.allclose(frames[0].positions, other[0].positions)

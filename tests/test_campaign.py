@@ -20,7 +20,8 @@ import yaml
 from alcgap.config import load_campaign_config
 from alcgap.reference import LammpsReference
 from alcgap.store import LabelStore
-from alcgap.workflow.campaign import ResumeRefused, resume_campaign, run_campaign
+from alcgap.workflow.campaign import resume_campaign, run_campaign
+from alcgap.workflow.freeze import ResumeRefused
 from alcgap.workflow.lock import stale_processes
 
 # The classical twin of the demo (configs/sio2-quick.yaml): 24-atom SiO2 with a deliberately thin
@@ -260,11 +261,11 @@ class SlowVashishta(LammpsReference):
 
 
 def _session_of(sid: int) -> list[int]:
-    """Running processes of session ``sid`` (the lock module's own /proc reader)."""
-    from alcgap.workflow.lock import _alive, _stat
+    """Running processes of session ``sid`` (the /proc reader the lock module uses)."""
+    from alcgap.procs import alive, proc_stat
 
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _alive(int(p.name))
-            and (_stat(int(p.name)) or (None, 0, 0, None))[3] == sid]
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and alive(int(p.name))
+            and (proc_stat(int(p.name)) or (None, 0, 0, None))[3] == sid]
 
 
 def test_a_kill_sweep_loses_nothing_and_ends_where_the_unkilled_campaign_did(campaign, tmp_path):
@@ -382,19 +383,24 @@ def test_a_pick_with_atoms_too_close_is_recorded_not_labelled_and_an_input_error
     from alcgap.reference import Label, LabelStatus
     from alcgap.store import Provenance
     from alcgap.structures import beta_cristobalite
-    from alcgap.workflow.campaign import Campaign, LabellingStopped, Pending
+    from alcgap.reference import make_reference
+    from alcgap.workflow.context import Run
+    from alcgap.workflow.futures import Pending
+    from alcgap.workflow.progress import ProgressBoard
+    from alcgap.workflow.stages.label import Labeller, LabellingStopped
 
-    campaign = Campaign(load_campaign_config(QUICK), tmp_path)
-    campaign.store = LabelStore(tmp_path / "data.db")
+    config = load_campaign_config(QUICK)
     called = []
-    campaign.apps = SimpleNamespace(label=lambda *args: called.append(args))
+    campaign = Run(config, tmp_path, make_reference(config.reference, config.species), LabelStore(tmp_path / "data.db"),
+                   SimpleNamespace(label=lambda *args: called.append(args)), ProgressBoard(tmp_path, live=False))
+    labeller = Labeller(campaign)
     crystal = beta_cristobalite()
     si = next(a.index for a in crystal if a.symbol == "Si")
     o = next(a.index for a in crystal if a.symbol == "O")
     close = crystal.copy()
     close.positions[o] = close.positions[si] + [0.3, 0.0, 0.0]
     results = []
-    campaign._submit_label(Pending(), close, Provenance(1, "explore:s1-T4000-x1"), results)
+    labeller.submit(Pending(), close, Provenance(1, "explore:s1-T4000-x1"), results)
     assert results == ["too_close"] and not called
     (row,) = campaign.store.rows(status=None)
     assert row.status == "too_close" and "Si-O 0.300 A < 0.885 A" in row.data["label_reason"]
@@ -403,7 +409,7 @@ def test_a_pick_with_atoms_too_close_is_recorded_not_labelled_and_an_input_error
     refused.set_result((Label(LabelStatus.INPUT_ERROR, reason="unknown basis set FOO for Si"), 0.0, 0.1))
     campaign.apps = SimpleNamespace(label=lambda *args: refused)
     pending = Pending()
-    campaign._submit_label(pending, crystal, Provenance(1, "explore:s1-T4000-x1"), [])
+    labeller.submit(pending, crystal, Provenance(1, "explore:s1-T4000-x1"), [])
     with pytest.raises(LabellingStopped, match="unknown basis set FOO"):
         pending.drain()
     assert campaign.store.summary().by_status.get("input_error") == 1  # the refused label is kept, as failed
@@ -458,7 +464,7 @@ def test_an_md_task_that_loses_a_rank_is_a_failure_the_campaign_survives_and_a_r
     if plan["picks"][task_id]["n_candidates"]:
         assert all(a.info["md_step"] <= 50 for a in ase.io.read(salvaged, ":"))
     # the report of the killed campaign shows what finished and marks what did not
-    from alcgap.analysis.report import write_report
+    from alcgap.report.write import write_report
 
     write_report(run)
     report = json.loads((run / "report" / "report.json").read_text())["campaign"]

@@ -292,7 +292,7 @@ def test_each_event_s_cell_keeps_only_its_own_short_pair(amorphous):
 def test_a_2160_atom_frame():
     """10x the 216-atom cell of the paper; here the cell is found by wrapping about the centroid
     (the frame is far wider than the cell), which must agree with the ghost-atom neighbour list."""
-    from alcgap.explore.carve import _near_centroid
+    from alcgap.explore.carve_geometry import near_centroid as _near_centroid
 
     frame = rattled(scaled_cell(beta_cristobalite(), 90), 0.08, seed=4)
     si, o = bonded_pair(frame, near=np.array([0.0, 0.5, 1.0]))

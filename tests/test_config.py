@@ -69,7 +69,7 @@ def test_empty_training_set_fails_before_gap_fit(tmp_path):
 
 def test_missing_gap_fit_fails_before_any_work(tmp_path, monkeypatch, small_config):
     from alcgap.fit.gapfit import GapFitNotFound
-    from alcgap.workflow.fit import run_fit
+    from alcgap.workflow.fitjob import run_fit
 
     monkeypatch.setattr(sys, "executable", str(tmp_path / "nobin" / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -96,10 +96,10 @@ def test_cp2k_hfo2_without_a_bootstrap_is_refused_naming_the_field_and_the_choic
 
 
 def test_cp2k_hfo2_with_a_rattle_bootstrap_loads_and_builds_its_crystal():
-    from alcgap.workflow.fit import starting_structure
+    from alcgap.workflow.stages.bootstrap import starting_structure
 
     config = load_fit_config({**HFO2_CAMPAIGN, "data": {"structure": HFO2, "n_atoms": 24, "bootstrap": {"kind": "rattle"}}})
-    cell = starting_structure(config)
+    cell = starting_structure(config.data)
     assert cell.get_chemical_formula() == "Hf8O16"
     assert min(cell.get_all_distances(mic=True)[cell.symbols == "Hf"][:, cell.symbols == "O"].ravel()) > 1.9  # Hf-O 2.03 A and up
 
@@ -144,11 +144,11 @@ def test_classical_keys_under_data_are_the_classical_bootstraps():
 
 def test_a_frozen_radius_beyond_the_carving_radius_is_refused():
     from alcgap.config import load_campaign_config
-    from alcgap.workflow.apps import frozen_radius
+    from alcgap.workflow.stages.explore import pick_settings
 
     demo = Path(__file__).parents[1] / "configs" / "sio2-quick.yaml"
     config = load_campaign_config(demo)
-    assert config.label.relax_boundary and frozen_radius(config) == pytest.approx(3.0)  # SOAP cutoff 4 A less 1 A
+    assert config.label.relax_boundary and pick_settings(config).frozen_radius == pytest.approx(3.0)  # SOAP cutoff 4 A less 1 A
     raw = yaml.safe_load(demo.read_text())
     with pytest.raises(ConfigError) as err:
         load_campaign_config({**raw, "label": {"carve_radius": 4.0, "carve_frozen_radius": 4.5}})

@@ -19,7 +19,9 @@ from pydantic import ValidationError
 
 from alcgap.dimers import dimer_curve
 from alcgap.reference import Cp2kReference, Cp2kSettings, LabelStatus, classify_failure, make_reference, parse_cp2k_output
-from alcgap.reference._cp2k import abort_message, cp2k_input, default_multiplicity, read_library_names, unpaired_electrons
+from alcgap.reference._cp2k_input import cp2k_input, default_multiplicity, unpaired_electrons
+from alcgap.reference._cp2k_output import abort_message
+from alcgap.reference._cp2k_settings import read_library_names
 from alcgap.reference.base import isolated
 from alcgap.structures import beta_cristobalite, rattled
 

@@ -19,7 +19,8 @@ import pytest
 from ase import Atoms
 
 from alcgap.reference import Cp2kReference, Cp2kSettings, LabelStatus, classify_failure
-from alcgap.reference._cp2k import cp2k_input, is_input_error
+from alcgap.reference._cp2k_input import cp2k_input
+from alcgap.reference._cp2k_output import is_input_error
 from alcgap.reference._cp2k_recovery import ScfControls, climb, scf_ladder
 from alcgap.reference.base import Label, isolated
 from alcgap.reference.contacts import (

@@ -15,11 +15,14 @@ def test_run_directory_holds_models_metrics_and_plots(fitted):
     run = Path(fitted["run_dir"])
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["models"]) == {"composite", "traditional"}
+    plots = {Path(p).name: Path(p) for p in fitted["plots"]}
     for png in ("parity.png", "aux_curves.png", "short_range.png"):
-        path = run / "plots" / png
+        path = plots[png]
         assert path.exists() and path.stat().st_size > 10_000
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for name in ("aux/aux.xml", "aux/aux.table", "aux/aux.lammps", "train.xyz", "test.xyz", "dimers.json", "fit.yaml"):
+    # the run directory is a campaign's: iteration 0 (the aux) and one fit, and the fit's data at the top
+    for name in ("iter-000/aux/aux.xml", "iter-000/aux/aux.table", "iter-000/aux/aux.lammps", "data.db",
+                 "iter-001/fit/composite.xml", "train.xyz", "test.xyz", "dimers.json", "fit.yaml"):
         assert (run / name).exists(), name
 
 
@@ -42,13 +45,12 @@ def test_train_and_test_are_disjoint(fitted):
 
 
 def test_gap_fit_commands_are_kept_and_the_composite_uses_the_aux_as_core(fitted):
-    run = Path(fitted["run_dir"])
-    composite = (run / "composite" / "gap_fit.cmd").read_text()
-    traditional = (run / "traditional" / "gap_fit.cmd").read_text()
+    composite = (Path(fitted["models"]["composite"]).parent / "gap_fit.cmd").read_text()
+    traditional = (Path(fitted["models"]["traditional"]).parent / "gap_fit.cmd").read_text()
     assert "core_param_file=" in composite and "export_covariance=T" in composite
     assert "core_param_file" not in traditional and "export_covariance=T" in traditional
     assert "n_max=6 l_max=6 cutoff=4.0" in composite
-    aux = (run / "aux" / "gap_fit.cmd").read_text()
+    aux = (Path(fitted["aux_xml"]).parent / "gap_fit.cmd").read_text()
     assert aux.count("add_species=F") == 3
 
 
@@ -97,14 +99,14 @@ def test_virials_make_the_held_out_stress_right(fitted, tmp_path, small_config):
     run = Path(fitted["run_dir"])
     train, test = ase.io.read(run / "train.xyz", ":"), ase.io.read(run / "test.xyz", ":")
     assert fitted["n_train_virials"] == len(train)
-    log = (run / "composite" / "gap_fit.log").read_text()
+    log = (Path(fitted["models"]["composite"]).parent / "gap_fit.log").read_text()
     assert f"Number of target virials (property name: ref_virial) found: {6 * len(train)}" in log  # 6 per frame
     with_virials = fitted["test_errors"]["composite"]
     assert with_virials["n_stress"] == len(test)
 
     atom_energies = json.loads((run / "dimers.json").read_text())["atom_energies"]
     no_virials = small_config.main.model_copy(update={"use_virials": False})
-    xml = fit_main_gap(train, no_virials, atom_energies, tmp_path, aux_xml=run / "aux" / "aux.xml", seed=small_config.seed)
+    xml = fit_main_gap(train, no_virials, atom_energies, tmp_path, aux_xml=fitted["aux_xml"], seed=small_config.seed)
     assert "found: 0" in [line for line in (tmp_path / "gap_fit.log").read_text().splitlines() if "target virials" in line][0]
     without = error_metrics(parity_data(GapCalculator(xml), test))
     print(f"held-out stress RMSE {with_virials['stress_rmse']:.2f} GPa with virials, {without.stress_rmse:.2f} without; "

@@ -13,7 +13,7 @@ import yaml
 
 from alcgap.config import ConfigError, load_campaign_config
 from alcgap.survival import held
-from alcgap.workflow.stop import Judgement, decide
+from alcgap.workflow.stages.stop import Judgement, decide
 
 DEMO = yaml.safe_load((Path(__file__).parents[1] / "configs" / "sio2-quick.yaml").read_text())
 # the cheapest real campaign: the classical twin of the demo (tests/test_campaign.py), judged on

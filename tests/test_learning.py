@@ -20,9 +20,9 @@ from alcgap.md.monitors import Monitor, MonitorSettings
 from alcgap.md.protocols import exploration_protocol, melt_and_quench, nve, scaled_cell
 from alcgap.reference import vashishta_sio2_commands
 from alcgap.structures import beta_cristobalite
-from alcgap.workflow.explore import Exploration, ExploreTask, md_summary, quotas
-from alcgap.workflow.fit import split
-from alcgap.workflow.stop import Judgement, decide
+from alcgap.workflow.stages.explore_plan import Exploration, ExploreTask, md_summary, quotas
+from alcgap.bootstrap import split
+from alcgap.workflow.stages.stop import Judgement, decide
 
 SPECIES = ["Si", "O"]
 

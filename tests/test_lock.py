@@ -61,7 +61,7 @@ def test_what_a_dead_driver_left_running_is_stopped_and_nothing_else(tmp_path):
 
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_time(tmp_path):
-    from alcgap.workflow.lock import stop_processes
+    from alcgap.procs import stop_processes
 
     stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
                                  "signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"],

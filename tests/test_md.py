@@ -15,7 +15,8 @@ from alcgap.auxiliary import LAMMPS_TABLE_POINTS
 from alcgap.calculator import GapCalculator, component_labels
 from alcgap.lammps_module import open_lammps
 from alcgap.md.forces import ExternalGapForces, ForceField, QuipPairForces, backend_class, quip_pair_commands, top_potential
-from alcgap.md.lammps import create_atoms, run_md, setup_commands
+from alcgap.md.lammps import run_md
+from alcgap.md.lammps_system import create_atoms, setup_commands
 from alcgap.md.monitors import Monitor, MonitorSettings
 from alcgap.md.protocols import melt_and_quench, nve, nvt, scaled_cell
 from alcgap.md.task import MDTask, mpiexec_command
@@ -376,7 +377,7 @@ def test_a_lammps_error_on_one_of_two_ranks_mid_run_is_a_recorded_failure(tmp_pa
     failure; the exploration summary says "failed" (re-run on resume) and whose failure it is."""
     import sys
 
-    from alcgap.workflow.explore import ExploreTask, md_summary
+    from alcgap.workflow.stages.explore_plan import ExploreTask, md_summary
 
     start = tmp_path / "start.xyz"
     ase.io.write(start, beta_cristobalite())

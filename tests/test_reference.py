@@ -261,7 +261,7 @@ def test_n_atoms_defaults_to_the_structure(tmp_path):
     import ase.io
 
     from alcgap.config import ConfigError, load_fit_config
-    from alcgap.workflow.fit import starting_structure
+    from alcgap.workflow.stages.bootstrap import starting_structure
 
     assert load_fit_config({}).data.n_atoms == 24
     from ase.spacegroup import crystal
@@ -274,8 +274,8 @@ def test_n_atoms_defaults_to_the_structure(tmp_path):
     assert len(cell) == 9
     ase.io.write(quartz, cell)
     config = load_fit_config({"data": {"structure": str(quartz)}})
-    assert config.data.n_atoms == 9 and len(starting_structure(config)) == 9
-    assert len(starting_structure(load_fit_config({"data": {"structure": str(quartz), "n_atoms": 18}}))) == 18
+    assert config.data.n_atoms == 9 and len(starting_structure(config.data)) == 9
+    assert len(starting_structure(load_fit_config({"data": {"structure": str(quartz), "n_atoms": 18}}).data)) == 18
     with pytest.raises(ConfigError, match=r"data.n_atoms=24: .* has 9 atoms, so the cell can only hold a multiple of 9"):
         load_fit_config({"data": {"structure": str(quartz), "n_atoms": 24}})
 
@@ -284,14 +284,14 @@ def test_bootstrap_runs_a_charged_reference_with_its_charges():
     from alcgap.config import load_fit_config
     from alcgap.reference import make_reference
     from alcgap.structures import min_pair_distances
-    from alcgap.workflow.fit import bootstrap_frames
+    from alcgap.workflow.stages.bootstrap import frames_of
 
     config = load_fit_config({"species": ["O", "Si"],
                               "reference": {"kind": "lammps", "pair_commands": BKS_DSF, "types": ["Si", "O"],
                                             "charges": BKS_CHARGES},
                               "data": {"protocol": [{"steps": 100, "t_start": 300, "t_end": 300}], "sample_every": 50}})
     reference = make_reference(config.reference, config.species)
-    frames = bootstrap_frames(config, reference)
+    frames = frames_of(config)
     assert len(frames) == 2
     crystal = reference.compute(beta_cristobalite()).energy / 24
     assert -19.5 < crystal < -18.5  # the charges reached the reference

@@ -113,7 +113,7 @@ def test_a_cp2k_config_for_the_second_material_with_a_given_trajectory_validates
 
     from alcgap.config import load_campaign_config
     from alcgap.reference import make_reference
-    from alcgap.workflow.fit import bootstrap_frames
+    from alcgap.workflow.stages.bootstrap import frames_of
 
     rng = np.random.default_rng(7)
     frames = []
@@ -131,7 +131,7 @@ def test_a_cp2k_config_for_the_second_material_with_a_given_trajectory_validates
     })
     assert config.data.n_atoms == 64  # the structure's own size
     reference = make_reference(config.reference, config.species, workdir=tmp_path / "cp2k")
-    chosen = bootstrap_frames(config, reference)
+    chosen = frames_of(config)
     assert len(chosen) == 2
     assert np.allclose(chosen[1].positions, frames[-1].positions)  # count 2: the first and the last frame
     for atoms in chosen:

@@ -14,9 +14,10 @@ from alcgap.config import ConfigError, load_campaign_config
 from alcgap.md.classical import run_classical_md
 from alcgap.md.protocols import nvt, scaled_cell
 from alcgap.reference import vashishta_sio2_commands
-from alcgap.explore.select import MIN_DISTANCE, SelectionSettings, centre_atoms, per_atom_soap, select_environments
+from alcgap.explore.select import MIN_DISTANCE, SelectionSettings, per_atom_soap, select_environments
+from alcgap.provenance import centre_atoms
 from alcgap.structures import beta_cristobalite, rattled
-from alcgap.workflow.stop import Judgement, decide
+from alcgap.workflow.stages.stop import Judgement, decide
 
 SPECIES = ["Si", "O"]
 #: flag distances (Angstrom) as the monitors use them

@@ -224,7 +224,7 @@ def test_a_throttle_holds_a_kind_of_task_to_its_limit_in_submission_order():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from alcgap.workflow.campaign import Throttle
+    from alcgap.workflow.futures import Throttle
 
     throttle, lock, running, peak, order = Throttle(2), threading.Lock(), [0], [0], []
 
@@ -316,7 +316,7 @@ def test_campaign_apps_start_md_and_cp2k_with_the_ranks_of_their_size(tmp_path, 
     from alcgap.md.task import MDTask
     from alcgap.reference import Cp2kReference, Cp2kSettings, vashishta_sio2_commands
     from alcgap.structures import beta_cristobalite
-    from alcgap.workflow.campaign import CampaignApps
+    from alcgap.workflow.apps import CampaignApps
 
     data = site_data("local")
     data["tasks"]["md"]["ranks"] = {1: 1, 200: 2}

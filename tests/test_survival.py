@@ -16,7 +16,7 @@ from alcgap.md.protocols import nvt
 from alcgap.reference import vashishta_sio2_commands
 from alcgap.survival import held, read_sweep, survival_sweep, survival_table, write_sweep
 from alcgap.structures import beta_cristobalite
-from alcgap.workflow.explore import classify_md_failure
+from alcgap.md.failures import classify_md_failure
 
 VASHISHTA = ForceField.classical(vashishta_sio2_commands(), ["Si", "O"])
 CUTOFFS = {"Si-Si": 1.6, "Si-O": 1.1, "O-O": 0.8}
@@ -100,7 +100,7 @@ def energies_only(tmp_path_factory):
     from conftest import SMALL_FIT
 
     from alcgap.config import load_fit_config
-    from alcgap.workflow.fit import run_fit
+    from alcgap.workflow.fitjob import run_fit
 
     config = copy.deepcopy(SMALL_FIT)
     config["main"]["use_forces"] = False

@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from alcgap.analysis.bonds import Coordination, coordination_numbers
 from alcgap.analysis.rdf import (
-    Coordination, FrameNeighbours, PartialRDF, average_rdfs, coordination_numbers, frame_neighbours,
-    frame_rdf, normalise_pairs, rdf_distance, trajectory_neighbours,
+    FrameNeighbours, PartialRDF, average_rdfs, frame_neighbours, frame_rdf, normalise_pairs, rdf_distance,
+    trajectory_neighbours,
 )
 from alcgap.structures import Pair, pair_name, species_pairs
 
@@ -147,6 +148,11 @@ class ClusteringCriteria(BaseModel):
     def search_radius(self) -> float:
         """The neighbour-list distance the detector needs (Angstrom)."""
         return max([*self.min_distance.values(), *self.neighbour_cutoff.values()])
+
+
+def base_criteria(species: Sequence[str]) -> ClusteringCriteria:
+    """The detector's shells and limits before the data: SiO2's for Si + O, covalent radii otherwise."""
+    return ClusteringCriteria.sio2() if set(species) == {"Si", "O"} else ClusteringCriteria.from_covalent_radii(species)
 
 
 @dataclass(frozen=True)

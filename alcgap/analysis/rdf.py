@@ -1,9 +1,10 @@
-"""Pair structure of periodic frames: partial RDFs, coordination numbers, bond angles (Angstrom, degrees).
+"""Pair structure of periodic frames: neighbour lists and partial RDFs (Angstrom).
 
-Every kernel takes either ASE ``Atoms`` or a :class:`FrameNeighbours`, the half neighbour list of
-one frame. Build the list once per frame with :func:`frame_neighbours` at the largest distance any
-analysis needs (the RDF range) and hand it to all of them: the neighbour search is the only cost
-that grows with the frame, everything after it is a few vectorised passes over the pair arrays.
+Every kernel here and in :mod:`alcgap.analysis.bonds` (coordination numbers, bond angles) takes
+either ASE ``Atoms`` or a :class:`FrameNeighbours`, the half neighbour list of one frame. Build
+the list once per frame with :func:`frame_neighbours` at the largest distance any analysis needs
+(the RDF range) and hand it to all of them: the neighbour search is the only cost that grows
+with the frame, everything after it is a few vectorised passes over the pair arrays.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
+from matscipy.neighbours import neighbour_list
+from scipy.spatial import cKDTree
 
 from alcgap.structures import Pair, pair_key, pair_name, species_pairs
-
-#: Si-O bond cutoff (Angstrom) for SiO2 coordination and bond angles: the first minimum of g_SiO,
-#: between the 1.61 A bond and the second Si-O shell beyond 3.5 A.
-SIO2_BOND_CUTOFFS: dict[Pair, float] = {("Si", "O"): 2.0}
-
 
 @dataclass(frozen=True)
 class FrameNeighbours:
@@ -116,8 +114,6 @@ def frame_neighbours(atoms: Atoms, r_max: float) -> FrameNeighbours:
 
 
 def _pairs_kdtree(positions: np.ndarray, r_max: float, box: np.ndarray | None):
-    from scipy.spatial import cKDTree
-
     if box is not None:
         positions = positions - box * np.floor(positions / box)
         positions = np.where(positions >= box, positions - box, positions)  # floor can round up to L
@@ -130,8 +126,6 @@ def _pairs_kdtree(positions: np.ndarray, r_max: float, box: np.ndarray | None):
 
 
 def _pairs_matscipy(atoms: Atoms, r_max: float):
-    from matscipy.neighbours import neighbour_list
-
     i, j, shift, vectors = neighbour_list("ijSD", atoms, float(r_max))
     # matscipy lists i->j and j->i; an atom's own image appears as S and -S: keep one of each
     s0, s1, s2 = shift.T
@@ -209,7 +203,8 @@ class _VerletList:
                                pair_type=np.take(c.pair_type, keep), cell_width=c.cell_width)
 
 
-def _neighbours(frame: Atoms | FrameNeighbours, r_max: float) -> FrameNeighbours:
+def neighbours_within(frame: Atoms | FrameNeighbours, r_max: float) -> FrameNeighbours:
+    """``frame`` itself when it is a neighbour list reaching ``r_max`` (Angstrom), else its list."""
     if isinstance(frame, FrameNeighbours):
         if frame.r_max < r_max:
             raise ValueError(f"the neighbour list reaches {frame.r_max} A but {r_max} A is needed")
@@ -257,7 +252,7 @@ def frame_rdf(frame: Atoms | FrameNeighbours, r_max: float = 6.0, bin_width: flo
     Beyond half the cell width an atom's own periodic images count as neighbours: keep r_max below
     it for an RDF free of the finite cell.
     """
-    nl = _neighbours(frame, r_max)
+    nl = neighbours_within(frame, r_max)
     if nl.volume is None:
         raise ValueError("an RDF needs a fully periodic frame (a volume for the ideal-gas normalisation)")
     if nl.cell_width is not None and r_max > 0.5 * nl.cell_width:
@@ -330,82 +325,3 @@ def rdf_distance(a: PartialRDF, b: PartialRDF, r_range: tuple[float, float] | No
     if not per_pair:
         raise ValueError("the two RDFs share no species pair")
     return float(np.mean(list(per_pair.values())))
-
-
-# ---------------------------------------------------------------- coordination and bond angles
-
-
-@dataclass(frozen=True)
-class Coordination:
-    """Neighbours of every atom within per-pair cutoffs, split by the neighbour's species.
-
-    ``counts[k, s]`` is the number of atoms of species ``species[s]`` bonded to atom ``k``.
-    """
-
-    species: tuple[str, ...]
-    species_index: np.ndarray
-    counts: np.ndarray
-
-    def of(self, centre: str, neighbour: str | None = None) -> np.ndarray:
-        """Coordination of every ``centre`` atom (by ``neighbour`` atoms, or by all species)."""
-        rows = self.counts[self.species_index == self.species.index(centre)]
-        return rows.sum(axis=1) if neighbour is None else rows[:, self.species.index(neighbour)]
-
-    def mean(self, centre: str, neighbour: str | None = None) -> float:
-        return float(np.mean(self.of(centre, neighbour)))
-
-    def distribution(self, centre: str, neighbour: str | None = None) -> dict[int, float]:
-        """Fraction of ``centre`` atoms with each coordination number."""
-        values, counts = np.unique(self.of(centre, neighbour), return_counts=True)
-        return {int(v): float(c) / counts.sum() for v, c in zip(values, counts)}
-
-
-def coordination_numbers(frame: Atoms | FrameNeighbours,
-                         cutoffs: Mapping[Pair | str, float] = SIO2_BOND_CUTOFFS) -> Coordination:
-    """Coordination of each atom by each species within per-pair cutoffs (Angstrom; e.g. Si-O 2.0)."""
-    nl = _neighbours(frame, max(normalise_pairs(cutoffs).values()))
-    bonded = nl.within(cutoffs)
-    i, j, s = nl.i[bonded], nl.j[bonded], nl.species_index
-    n_s = len(nl.species)
-    flat = np.bincount(np.concatenate([i * n_s + s[j], j * n_s + s[i]]), minlength=nl.n_atoms * n_s)
-    return Coordination(nl.species, nl.species_index, flat.reshape(nl.n_atoms, n_s))
-
-
-def bond_angles(frame: Atoms | FrameNeighbours, triplet: tuple[str, str, str],
-                cutoffs: Mapping[Pair | str, float] = SIO2_BOND_CUTOFFS) -> np.ndarray:
-    """Every angle a-b-c (degrees) at a ``b`` atom between two bonded neighbours, e.g. ("O", "Si", "O").
-
-    Bonds are pairs within the per-pair ``cutoffs`` (Angstrom).
-    """
-    a, b, c = (atomic_numbers[x] for x in triplet)
-    nl = _neighbours(frame, max(normalise_pairs(cutoffs).values()))
-    bonded = nl.within(cutoffs)
-    centre = np.concatenate([nl.i[bonded], nl.j[bonded]])
-    other = np.concatenate([nl.j[bonded], nl.i[bonded]])
-    vec = np.concatenate([nl.vectors[bonded], -nl.vectors[bonded]])
-    z = nl.numbers
-    keep = (z[centre] == b) & ((z[other] == a) | (z[other] == c))
-    order = np.argsort(centre[keep], kind="stable")
-    centre, other, vec = centre[keep][order], other[keep][order], vec[keep][order]
-    _, start, size = np.unique(centre, return_index=True, return_counts=True)
-    angles = [np.empty(0)]
-    # centres grouped by their number of bonds: each group is one (m, k) block of bond pairs
-    for k in np.unique(size[size >= 2]):
-        rows = start[size == k][:, None] + np.arange(k)
-        p, q = np.triu_indices(k, 1)
-        u, w = vec[rows][:, p], vec[rows][:, q]
-        cos = np.einsum("mpx,mpx->mp", u, w) / (np.linalg.norm(u, axis=2) * np.linalg.norm(w, axis=2))
-        zp, zq = z[other[rows]][:, p], z[other[rows]][:, q]
-        match = ((zp == a) & (zq == c)) | ((zp == c) & (zq == a))
-        angles.append(np.degrees(np.arccos(np.clip(cos[match], -1.0, 1.0))))
-    return np.concatenate(angles)
-
-
-def bond_angle_distribution(frames: Iterable[Atoms | FrameNeighbours], triplet: tuple[str, str, str],
-                            cutoffs: Mapping[Pair | str, float] = SIO2_BOND_CUTOFFS,
-                            bin_width: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Bin centres (degrees) and the probability density (1/degree, unit area) of a-b-c angles."""
-    angles = np.concatenate([bond_angles(frame, triplet, cutoffs) for frame in frames])
-    edges = np.linspace(0.0, 180.0, int(round(180.0 / bin_width)) + 1)  # 180 degrees falls in the last bin
-    density, _ = np.histogram(angles, bins=edges, density=bool(len(angles)))
-    return 0.5 * (edges[1:] + edges[:-1]), density.astype(float)

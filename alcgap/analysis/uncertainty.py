@@ -29,6 +29,8 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
+from alcgap.provenance import centre_atoms, exact_atoms
+
 
 def per_atom_variance(calc, frames: Sequence[Atoms]) -> np.ndarray:
     """Per-atom predicted variance (eV^2) of every atom of ``frames``, concatenated."""
@@ -106,9 +108,6 @@ def centre_force_errors(calc, labelled: Sequence[Atoms]) -> dict:
     different hardness: the frames a later model gets wrong can be contacts with 5x the forces
     of the first model's (seen in the xTB demo: centre reference forces 3 eV/A RMS in iteration
     1, 18 eV/A in iteration 2)."""
-    from alcgap.explore.carve import exact_atoms
-    from alcgap.explore.select import centre_atoms
-
     parts: dict[str, tuple[list, list]] = {"": ([], []), "centre_": ([], []), "core_": ([], [])}
     for atoms in labelled:
         if atoms.calc is None or "forces" not in atoms.calc.results:

@@ -37,6 +37,9 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 
+from alcgap.analysis.bonds import most_neighbours
+from alcgap.analysis.clustering import ClusteringCriteria, base_criteria
+from alcgap.analysis.rdf import normalise_pairs
 from alcgap.structures import Pair, min_pair_distances, pair_name, species_pairs
 
 #: cluster margins by where the bootstrap geometry comes from. A classical reference drives its
@@ -66,8 +69,6 @@ COORDINATION_SLACK = 1
 
 
 def _pairs(values: Mapping) -> dict[Pair, float]:
-    from alcgap.analysis.rdf import normalise_pairs
-
     return {pair: float(value) for pair, value in normalise_pairs(values).items()}
 
 
@@ -166,34 +167,12 @@ class DistanceTable:
         return "; ".join(rows)
 
 
-def base_criteria(species: Sequence[str]):
-    """The detector's shells and limits before the data: SiO2's for Si + O, covalent radii otherwise."""
-    from alcgap.analysis.clustering import ClusteringCriteria
-
-    return ClusteringCriteria.sio2() if set(species) == {"Si", "O"} else ClusteringCriteria.from_covalent_radii(species)
-
-
-def most_neighbours(frames: Sequence[Atoms], species: Sequence[str], shells: Mapping[str, float]):
-    """Most neighbours, and most same-species neighbours, of each species within ``shells``."""
-    from alcgap.analysis.rdf import coordination_numbers, frame_neighbours
-
-    total, like = {s: 0 for s in species}, {s: 0 for s in species}
-    reach = max(shells.values())
-    for atoms in frames:
-        coordination = coordination_numbers(frame_neighbours(atoms, reach), shells)
-        for symbol in set(atoms.get_chemical_symbols()):
-            total[symbol] = max(total[symbol], int(coordination.of(symbol).max()))
-            if f"{symbol}-{symbol}" in shells:
-                like[symbol] = max(like[symbol], int(coordination.of(symbol, symbol).max()))
-    return total, {s: n for s, n in like.items() if f"{s}-{s}" in shells}
-
-
-def clustering_criteria(species: Sequence[str], table: DistanceTable, overrides: Mapping | None = None):
+def clustering_criteria(species: Sequence[str], table: DistanceTable,
+                        overrides: Mapping | None = None) -> ClusteringCriteria:
     """The clustering detector of a campaign: its short pairs are the table's clustered distances,
     its coordination limits the table's (from the data) where it has them; ``overrides``
-    (``judge.clustering``) on top."""
-    from alcgap.analysis.clustering import ClusteringCriteria
-
+    (``judge.clustering``) on top. The detector's defaults before the data:
+    :func:`~alcgap.analysis.clustering.base_criteria`."""
     values = base_criteria(species).model_dump()
     if table.max_coordination:
         values["max_coordination"] = dict(table.max_coordination)
@@ -202,3 +181,29 @@ def clustering_criteria(species: Sequence[str], table: DistanceTable, overrides:
     values.update(overrides or {})
     values["min_distance"] = table.named("clustered")
     return ClusteringCriteria(**values)
+
+
+#: an unguarded range wider than this fraction of the data's shortest pair is logged as a warning
+UNGUARDED_WARN_FRACTION = 0.1
+
+
+def unguarded_ranges(cutoffs: dict, frames) -> dict[str, dict]:
+    """Per pair: the aux cutoff, the shortest distance of the pair in ``frames`` and the width of
+    the range between them, where only the main GAP's extrapolation sets the energy. Measured on
+    energies-only SiO2 fits (Vashishta, paper cutoffs): Si-O 1.1 vs 1.33 A; hot runs fell through
+    that range into the aux wall, and with cutoffs just below the data's shortest pairs the same
+    runs stayed out of it (``benchmarks/survival_sweep.py``, issue 17 note)."""
+    seen = shortest_in_frames(frames) if frames else {}
+    return {pair_name(pair): {"aux_cutoff_A": float(rc), "data_shortest_A": round(float(seen[pair]), 4),
+                              "width_A": round(max(float(seen[pair]) - float(rc), 0.0), 4)}
+            for pair, rc in cutoffs.items() if pair in seen}
+
+
+def unguarded_warnings(unguarded: dict[str, dict]) -> list[str]:
+    """A warning per pair whose unguarded range is wider than UNGUARDED_WARN_FRACTION of the data's pair."""
+    return [f"{pair}: neither the aux (cutoff {gap['aux_cutoff_A']} A) nor the training data "
+            f"(shortest {gap['data_shortest_A']} A) covers {gap['width_A']:.2f} A between them: there the "
+            "main GAP extrapolates, and a hot run can fall into a hole before it meets the aux wall. "
+            "A campaign flags and labels pairs there (distances.flag); a single fit does not: raise "
+            f"aux.cutoffs.{pair} towards {gap['data_shortest_A']} A or add data that reaches it"
+            for pair, gap in unguarded.items() if gap["width_A"] > UNGUARDED_WARN_FRACTION * gap["data_shortest_A"]]

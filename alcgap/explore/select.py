@@ -31,7 +31,8 @@ sampling from the known (and then the chosen) environments; the same rules apply
 atoms near a chosen centre are skipped instead of merged (they were not flagged).
 
 SOAP distance: 1 - cosine similarity of L2-normalised per-atom SOAP vectors (quippy ``soap
-average=F``, n_max = l_max = 4, cutoff 4 A, atom_sigma 0.5 by default); 0 is identical.
+average=F``, n_max = l_max = 4, cutoff 4 A, atom_sigma 0.5 by default); 0 is identical
+(:mod:`alcgap.explore.soap`).
 
 Why two duplicate rules, and why 2e-3 (measured by ``benchmarks/select_threshold.py``: Vashishta
 SiO2 in LAMMPS through :func:`alcgap.md.lammps.run_md`, 240 atoms = 24-atom beta-cristobalite
@@ -75,8 +76,8 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_numbers
-from sklearn.preprocessing import normalize
+
+from alcgap.explore.soap import nearest_distances, per_atom_soap
 
 #: per-atom SOAP distance (1 - cosine) below which two environments are the same (module docstring)
 MIN_DISTANCE = 2e-3
@@ -163,61 +164,6 @@ class Selection:
         return out
 
 
-def centre_atoms(atoms: Atoms) -> list[int]:
-    """``info["centre_atoms"]`` as a list, also after an extxyz round trip (which reads one index back as an int)."""
-    value = atoms.info.get("centre_atoms", [])
-    if isinstance(value, str):
-        value = value.split()
-    return [int(i) for i in np.atleast_1d(value)]
-
-
-def per_atom_soap(frames: Sequence[Atoms], species: Sequence[str], settings: SelectionSettings,
-                  atoms_of: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """L2-normalised per-atom SOAP rows (quippy ``soap ... average=F``): every atom of every
-    frame in order, or only ``atoms_of[k]`` of frame k (rows in the order given)."""
-    from quippy.descriptors import Descriptor
-
-    zs = " ".join(str(atomic_numbers[s]) for s in species)
-    descriptor = Descriptor(
-        f"soap n_max={settings.soap_n_max} l_max={settings.soap_l_max} cutoff={settings.soap_cutoff} "
-        f"atom_sigma={settings.soap_atom_sigma} average=F n_species={len(species)} species_Z={{{zs}}}"
-    )
-    rows = []
-    for k, frame in enumerate(frames):
-        wanted = None if atoms_of is None else np.asarray(atoms_of[k], dtype=int)
-        if wanted is not None and not len(wanted):
-            continue
-        if wanted is None:
-            out = descriptor.calc(frame)
-        else:
-            masked = Atoms(frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
-            mask = np.zeros(len(frame), dtype=bool)
-            mask[wanted] = True
-            masked.arrays["alcgap_select_mask"] = mask
-            out = descriptor.calc(masked, args_str="atom_mask_name=alcgap_select_mask")
-        data, centres = out["data"], np.asarray(out["ci"]) - 1  # quippy's centre indices are 1-based
-        row_of = {int(c): r for r, c in enumerate(centres)}
-        order = range(len(frame)) if wanted is None else wanted
-        rows.append(data[[row_of[int(i)] for i in order]])
-    if not rows:
-        return np.zeros((0, 1))
-    return normalize(np.concatenate(rows))
-
-
-def _nearest(vectors: np.ndarray, z: np.ndarray, others: np.ndarray, z_others: np.ndarray) -> np.ndarray:
-    """Per row of ``vectors``: the smallest SOAP distance to a row of ``others`` of the same species."""
-    nearest = np.full(len(vectors), np.inf)
-    for species in np.unique(z):
-        rows, pool = np.flatnonzero(z == species), others[z_others == species]
-        if not len(pool):
-            continue
-        step = max(1, 4_000_000 // len(pool))  # bounded memory on big cells and training sets
-        for start in range(0, len(rows), step):
-            chunk = rows[start:start + step]
-            nearest[chunk] = np.maximum(0.0, 1.0 - (vectors[chunk] @ pool.T).max(axis=1))
-    return nearest
-
-
 def _flagged(frame: Atoms, threshold: float | None) -> list[tuple[int, str, float]]:
     """(atom, kind, score) of a frame's flagged atoms."""
     n = len(frame)
@@ -237,16 +183,43 @@ def select_environments(candidates: Sequence[Atoms], species: Sequence[str], set
     fallback = not flagged and settings.fallback
     farthest_first = False
     if fallback:
-        variances = [frame.arrays.get("local_gap_variance") for frame in candidates]
-        use_variance = bool(candidates) and all(v is not None for v in variances)
-        flagged = [(f, a, INFORMATIVE, float(variances[f][a]) if use_variance else 0.0)
-                   for f, frame in enumerate(candidates) for a in range(len(frame))]
-        farthest_first = not use_variance
+        flagged, farthest_first = _informative(candidates)
     if not flagged:
         return Selection([], 0, 0, 0)
-    order = {SHORT_PAIR: 0, VARIANCE: 1, INFORMATIVE: 1}
-    flagged.sort(key=lambda c: (order[c[2]], c[3] if c[2] == SHORT_PAIR else -c[3], c[0], c[1]))
+    flagged.sort(key=_rank)
+    z, vectors, nearest = _environments(flagged, candidates, species, settings, known)
+    greedy = _Greedy(candidates, flagged, z, vectors, nearest, settings, fallback, farthest_first)
+    greedy.run()
+    if not fallback:
+        greedy.merge_turned_away()
+    counts = greedy.counts
+    return Selection(greedy.events, 0 if fallback else len(flagged), counts["duplicate"] + counts["same_event"],
+                     counts["over_budget"], greedy.details, counts["merged"], fallback)
 
+
+def _informative(candidates: Sequence[Atoms]) -> tuple[list[tuple[int, int, str, float]], bool]:
+    """With no flagged atom: every atom a candidate, scored by its variance when every frame has
+    one; else unscored, and chosen farthest first (the second value)."""
+    variances = [frame.arrays.get("local_gap_variance") for frame in candidates]
+    use_variance = bool(candidates) and all(v is not None for v in variances)
+    flagged = [(f, a, INFORMATIVE, float(variances[f][a]) if use_variance else 0.0)
+               for f, frame in enumerate(candidates) for a in range(len(frame))]
+    return flagged, not use_variance
+
+
+_KIND_ORDER = {SHORT_PAIR: 0, VARIANCE: 1, INFORMATIVE: 1}
+
+
+def _rank(candidate: tuple[int, int, str, float]) -> tuple:
+    """Short pairs first by ratio ascending, then by score descending; ties in (frame, atom) order."""
+    f, a, kind, score = candidate
+    return (_KIND_ORDER[kind], score if kind == SHORT_PAIR else -score, f, a)
+
+
+def _environments(flagged: list[tuple[int, int, str, float]], candidates: Sequence[Atoms], species: Sequence[str],
+                  settings: SelectionSettings, known: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per candidate, in rank order: its atomic number, its SOAP row, and its SOAP distance to
+    the nearest environment of ``known`` of its species (inf: none)."""
     frame_of = np.array([c[0] for c in flagged])
     atom_of = np.array([c[1] for c in flagged])
     z = np.array([candidates[f].numbers[a] for f, a in zip(frame_of, atom_of)])
@@ -258,63 +231,90 @@ def select_environments(candidates: Sequence[Atoms], species: Sequence[str], set
     nearest = np.full(len(flagged), np.inf)
     if known:
         known_vectors = per_atom_soap(known, species, settings)
-        nearest = _nearest(vectors, z, known_vectors, np.concatenate([k.numbers for k in known]))
+        nearest = nearest_distances(vectors, z, known_vectors, np.concatenate([k.numbers for k in known]))
+    return z, vectors, nearest
 
-    events: list[Event] = []
-    details: list[dict] = []
-    counts = {"duplicate": 0, "same_event": 0, "over_budget": 0, "merged": 0}
-    remaining = np.ones(len(flagged), dtype=bool)
 
-    def add_centre(row: int) -> None:
-        same = z == z[row]
-        nearest[same] = np.minimum(nearest[same], np.maximum(0.0, 1.0 - vectors[same] @ vectors[row]))
+class _Greedy:
+    """The greedy pass over the ranked candidates (module docstring, step 2): the events chosen,
+    what became of each candidate, and the SOAP distance of every candidate to the nearest known
+    or chosen environment, which shrinks as centres are chosen."""
 
-    while remaining.any():
-        if fallback and len(events) >= settings.budget:
-            # nothing was flagged, so nothing merges: the rest is over budget
-            counts["over_budget"] += int(remaining.sum())
-            break
-        if fallback and farthest_first:
-            # farthest point: the remaining atom farthest from everything known or chosen
-            pool = np.flatnonzero(remaining)
-            row = int(pool[np.argmax(nearest[pool])])  # argmax takes the first: rank order breaks ties
-            if nearest[row] < settings.min_distance:  # the farthest is a duplicate: so are all the rest
-                counts["duplicate"] += len(pool)
+    def __init__(self, candidates: Sequence[Atoms], flagged: list[tuple[int, int, str, float]], z: np.ndarray,
+                 vectors: np.ndarray, nearest: np.ndarray, settings: SelectionSettings, fallback: bool,
+                 farthest_first: bool):
+        self.candidates, self.flagged, self.settings = candidates, flagged, settings
+        self.z, self.vectors, self.nearest = z, vectors, nearest
+        self.fallback, self.farthest_first = fallback, farthest_first
+        self.events: list[Event] = []
+        self.details: list[dict] = []
+        self.counts = {"duplicate": 0, "same_event": 0, "over_budget": 0, "merged": 0}
+        self.remaining = np.ones(len(flagged), dtype=bool)
+
+    def run(self) -> None:
+        while self.remaining.any():
+            row = self._next_row()
+            if row is None:
                 break
-        else:
-            row = int(np.argmax(remaining))
-        remaining[row] = False
-        f, a, kind, score = flagged[row]
-        frame, distance = candidates[f], float(nearest[row])
-        if fallback and farthest_first:
+            self._take(row)
+
+    def _next_row(self) -> int | None:
+        """The next candidate: in rank order, or farthest first in a fallback without variance;
+        None when the rest is over budget or duplicate (counted as such)."""
+        if self.fallback and len(self.events) >= self.settings.budget:
+            # nothing was flagged, so nothing merges: the rest is over budget
+            self.counts["over_budget"] += int(self.remaining.sum())
+            return None
+        if self.fallback and self.farthest_first:
+            # farthest point: the remaining atom farthest from everything known or chosen
+            pool = np.flatnonzero(self.remaining)
+            row = int(pool[np.argmax(self.nearest[pool])])  # argmax takes the first: rank order breaks ties
+            if self.nearest[row] < self.settings.min_distance:  # the farthest is a duplicate: so are all the rest
+                self.counts["duplicate"] += len(pool)
+                return None
+            return row
+        return int(np.argmax(self.remaining))
+
+    def _take(self, row: int) -> None:
+        """Decide on candidate ``row``: a new event, merged into one, or turned away."""
+        self.remaining[row] = False
+        f, a, kind, score = self.flagged[row]
+        frame, distance = self.candidates[f], float(self.nearest[row])
+        if self.fallback and self.farthest_first:
             score = distance
-        decision, event_index = _decide(f, a, frame, candidates, events, distance, settings)
-        if decision == "merged" and fallback:
+        decision, event_index = _decide(f, a, frame, self.candidates, self.events, distance, self.settings)
+        if decision == "merged" and self.fallback:
             decision = "near_event"  # not flagged: it is labelled with the event, not a centre of it
         if decision == "new":
-            event_index = len(events)
-            events.append(Event(f, [a], kind, score, distance))
-            add_centre(row)
+            event_index = len(self.events)
+            self.events.append(Event(f, [a], kind, score, distance))
+            self._add_centre(row)
             decision = "chosen"
         elif decision == "merged":
-            events[event_index].centres.append(a)
-            add_centre(row)
-        if decision in counts:
-            counts[decision] += 1
-        details.append({"frame": f, "atom": a, "kind": kind, "score": score, "decision": decision,
-                        "soap_distance": distance, "event": event_index})
-    if not fallback:
-        # a flagged atom turned away before an event was chosen next to it in its frame is part of that event
-        for entry in details:
+            self.events[event_index].centres.append(a)
+            self._add_centre(row)
+        if decision in self.counts:
+            self.counts[decision] += 1
+        self.details.append({"frame": f, "atom": a, "kind": kind, "score": score, "decision": decision,
+                             "soap_distance": distance, "event": event_index})
+
+    def _add_centre(self, row: int) -> None:
+        """Candidate ``row`` is now a chosen environment: the others' nearest distances take it in."""
+        same = self.z == self.z[row]
+        to_row = np.maximum(0.0, 1.0 - self.vectors[same] @ self.vectors[row])
+        self.nearest[same] = np.minimum(self.nearest[same], to_row)
+
+    def merge_turned_away(self) -> None:
+        """A flagged atom turned away before an event was chosen next to it in its frame is part of that event."""
+        for entry in self.details:
             if entry["decision"] in ("duplicate", "same_event", "over_budget"):
-                event_index = _merge_into(entry["frame"], entry["atom"], candidates[entry["frame"]], events, settings)
+                event_index = _merge_into(entry["frame"], entry["atom"], self.candidates[entry["frame"]], self.events,
+                                          self.settings)
                 if event_index is not None:
-                    events[event_index].centres.append(entry["atom"])
-                    counts[entry["decision"]] -= 1
-                    counts["merged"] += 1
+                    self.events[event_index].centres.append(entry["atom"])
+                    self.counts[entry["decision"]] -= 1
+                    self.counts["merged"] += 1
                     entry.update(decision="merged", event=event_index)
-    return Selection(events, 0 if fallback else len(flagged), counts["duplicate"] + counts["same_event"],
-                     counts["over_budget"], details, counts["merged"], fallback)
 
 
 def _merge_into(f: int, a: int, frame: Atoms, events: list[Event], settings: SelectionSettings) -> int | None:

@@ -9,11 +9,12 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from alcgap.procs import run_watched
 
 
 class GapFitError(RuntimeError):
@@ -91,16 +92,14 @@ def run_gap_fit(
     for stale in workdir.glob(gp_file + "*"):
         stale.unlink()
     log_path = workdir / "gap_fit.log"
-    with open(log_path, "w") as log:
-        try:
-            proc = subprocess.run(
-                args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout
-            )
-        except subprocess.TimeoutExpired as err:
-            raise GapFitError(f"gap_fit exceeded {timeout} s (log: {log_path})") from err
-    if proc.returncode != 0 or not xml.exists():
+    # in the caller's session, as a plain child: whatever stops the caller's process group (a
+    # batch job's end, a Parsl worker pool) stops gap_fit with it
+    run = run_watched(args, workdir, log_path.name, env=env, walltime=timeout, new_session=False)
+    if run.timed_out:
+        raise GapFitError(f"gap_fit exceeded {timeout} s (log: {log_path})")
+    if run.returncode != 0 or not xml.exists():
         raise GapFitError(
-            f"gap_fit failed (exit {proc.returncode}) in {workdir}: {_error_lines(log_path)}"
+            f"gap_fit failed (exit {run.returncode}) in {workdir}: {_error_lines(log_path)}"
         )
     return xml
 

@@ -11,7 +11,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from alcgap.config import MainSettings, SoapSettings
+from alcgap.fit.settings import MainSettings, SoapSettings
 from alcgap.fit.gapfit import descriptor, format_params, gap_label, run_gap_fit
 
 # Keys of the labels in gap_fit's training file. Distinct from ASE's own "energy"/"forces" so

@@ -7,7 +7,6 @@ from typing import Sequence
 from ase import Atoms
 
 from alcgap.md.forces import ForceField
-from alcgap.md.lammps import gather_frame as lammps_frame  # noqa: F401  (kept for callers)
 from alcgap.md.lammps import run_md
 from alcgap.md.protocols import Segment
 from alcgap.reference._lammps import lammps_types

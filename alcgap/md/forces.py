@@ -30,7 +30,6 @@ import time
 import traceback
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -40,10 +39,11 @@ from ase.data import atomic_numbers
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from alcgap.auxiliary.table import LAMMPS_TABLE_POINTS, AuxTable, table_coeff_lines
-from alcgap.calculator import VARIANCE, component_labels
+from alcgap.calculator import component_labels
+from alcgap.md.lammps_system import lammps_cell
+from alcgap.md.masked_gap import MASK, GapEvaluation, MaskedGap, bare_atoms
 from alcgap.structures import lammps_path
 
-MASK = "alcgap_mask"
 FIX_ID = "alcgap_gap"
 
 
@@ -114,86 +114,6 @@ def quip_pair_commands(xml, species: list[str], *, aux_table=None, aux_entries: 
         f'pair_coeff * * quip {lammps_path(xml)} "IP GAP label={main}" {numbers}',
         *table_coeff_lines(aux_table, aux_entries),
     ]
-
-
-# --------------------------------------------------------------------------- the masked main GAP
-
-
-@dataclass
-class GapEvaluation:
-    """Summed over ranks: energy (eV), forces (eV/A, by atom id), virial (eV, LAMMPS order
-    xx yy zz xy xz yz), per-atom variance (eV^2) or None."""
-
-    energy: float
-    forces: np.ndarray
-    virial: np.ndarray
-    variance: np.ndarray | None
-
-
-class MaskedGap:
-    """A GAP evaluated for this rank's share of the atoms (QUIP atom mask), summed over ranks."""
-
-    def __init__(self, xml, label: str | None, comm):
-        from quippy.potential import Potential
-
-        self.comm = comm
-        self.potential = Potential(
-            param_filename=str(xml),
-            calc_args=f"atom_mask_name={MASK}",
-            add_arrays=MASK,
-            **({"args_str": f"IP GAP label={label}"} if label else {}),
-        )
-        self.potential.calculation_always_required = True  # the caller caches
-        self.timings: dict[str, float] = defaultdict(float)
-
-    def share(self, n_atoms: int) -> np.ndarray:
-        """This rank's atoms: a contiguous block of ids, equal counts on all ranks (+-1)."""
-        bounds = np.linspace(0, n_atoms, self.comm.size + 1).round().astype(int)
-        mask = np.zeros(n_atoms, dtype=bool)
-        mask[bounds[self.comm.rank] : bounds[self.comm.rank + 1]] = True
-        return mask
-
-    def evaluate(self, atoms: Atoms, variance: bool = False) -> GapEvaluation:
-        from ase.calculators.calculator import all_changes
-        from mpi4py import MPI
-
-        n = len(atoms)
-        if MASK not in atoms.arrays or len(atoms.arrays[MASK]) != n:
-            atoms.arrays[MASK] = self.share(n)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        self.potential.calculate(atoms, ["energy", "forces", "stress"], all_changes,
-                                 calc_args=VARIANCE if variance else None)
-        results = self.potential.results
-        stress = np.asarray(results["stress"]) * atoms.get_volume()  # -virial (ASE Voigt order)
-        buffer = np.concatenate([
-            [results["energy"]],
-            -stress[[0, 1, 2, 5, 4, 3]],
-            np.asarray(results["forces"]).ravel(),
-            np.asarray(self.potential.extra_results["atoms"][VARIANCE]) if variance else [],
-        ])
-        middle, middle_cpu = time.perf_counter(), time.process_time()
-        self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
-        if not self.timings["calls"]:
-            self.timings["first_call_s"] = middle - start  # includes QUIP's one-off set-up
-            self.timings["first_call_cpu_s"] = middle_cpu - start_cpu
-        self.timings["quip_s"] += middle - start
-        # CPU time too: on a shared machine wall time measures the neighbours' load as well
-        self.timings["quip_cpu_s"] += middle_cpu - start_cpu
-        self.timings["allreduce_s"] += time.perf_counter() - middle
-        self.timings["calls"] += 1
-        return GapEvaluation(
-            energy=float(buffer[0]),
-            virial=buffer[1:7].copy(),
-            forces=buffer[7 : 7 + 3 * n].reshape(n, 3),
-            variance=buffer[7 + 3 * n :].copy() if variance else None,
-        )
-
-
-def lammps_cell(lmp) -> tuple[np.ndarray, np.ndarray]:
-    """The LAMMPS box as (lower-triangular cell rows, origin), Angstrom."""
-    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
-    lengths = np.array(boxhi) - np.array(boxlo)
-    return np.array([[lengths[0], 0, 0], [xy, lengths[1], 0], [xz, yz, lengths[2]]]), np.array(boxlo)
 
 
 # --------------------------------------------------------------------------- back-ends
@@ -269,7 +189,7 @@ class QuipPairForces(_GapBackend):
         return quip_pair_commands(self.xml, self.species, aux_table=self.aux_table, aux_entries=self.aux_entries)
 
     def variance(self, step: int, atoms: Atoms) -> np.ndarray | None:
-        return self.gap.evaluate(_bare(atoms), variance=True).variance
+        return self.gap.evaluate(bare_atoms(atoms), variance=True).variance
 
 
 class ExternalGapForces(_GapBackend):
@@ -323,7 +243,7 @@ class ExternalGapForces(_GapBackend):
             f[:] = 0.0
 
     def _forces(self, step: int, nlocal: int, tag, x, f) -> None:
-        from mpi4py import MPI
+        from mpi4py import MPI  # here: mpi4py only after lammps_class() loaded LAMMPS' MPI library
 
         start = time.perf_counter()
         counts = np.array(self.comm.allgather(nlocal))
@@ -368,7 +288,7 @@ class ExternalGapForces(_GapBackend):
     def variance(self, step: int, atoms: Atoms) -> np.ndarray | None:
         if self._variance is not None and self._variance[0] == step:
             return self._variance[1]
-        return self.gap.evaluate(_bare(atoms), variance=True).variance
+        return self.gap.evaluate(bare_atoms(atoms), variance=True).variance
 
     def check(self) -> None:
         if self._error is not None:
@@ -380,11 +300,6 @@ class ExternalGapForces(_GapBackend):
 
 class ForceCallbackError(RuntimeError):
     """The quippy force callback raised; the run cannot be trusted."""
-
-
-def _bare(atoms: Atoms) -> Atoms:
-    """Positions, numbers and cell only (quippy converts every array it is given)."""
-    return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
 
 
 def has_ml_quip(lmp) -> bool:

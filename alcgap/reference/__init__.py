@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alcgap.reference._cp2k import (
-    Cp2kReference,
-    Cp2kSettings,
-    classify_failure,
-    default_multiplicity,
-    parse_cp2k_output,
-)
+from alcgap.reference._cp2k import Cp2kReference
+from alcgap.reference._cp2k_input import default_multiplicity
+from alcgap.reference._cp2k_output import classify_failure, parse_cp2k_output
+from alcgap.reference._cp2k_settings import Cp2kLaunch, Cp2kMethod, Cp2kSettings
 from alcgap.reference._lammps import LammpsReference, vashishta_sio2_commands
 from alcgap.reference.base import Label, LabelStatus, Reference, isolated
 
@@ -28,6 +25,8 @@ def make_reference(settings, species: list[str], workdir: str | Path | None = No
 
 
 __all__ = [
+    "Cp2kLaunch",
+    "Cp2kMethod",
     "Cp2kReference",
     "Cp2kSettings",
     "Label",

@@ -198,7 +198,7 @@ class LammpsReference(Reference):
         """A new ASE calculator of this potential (its own LAMMPS instance): to relax or run MD
         with the reference, as the stand-in for a model (a carved boundary, say)."""
         lammps_class()  # libmpi must be loaded before ASE imports lammps
-        from ase.calculators.lammpslib import LAMMPSlib
+        from ase.calculators.lammpslib import LAMMPSlib  # inline: only once libmpi is loaded
 
         charges = self.charges or {}
         return LAMMPSlib(

@@ -23,6 +23,8 @@ stop at Parsl's ``heartbeat_threshold`` (the site's ``executors.*.heartbeat_thre
 by default), which ends their jobs. Whatever they still write is harmless: every MD attempt
 writes into a folder of its own, promoted only when it finishes, and a finished stage is never
 re-read from a task folder.
+
+Reading ``/proc`` and stopping processes is :mod:`alcgap.procs`; this module decides which.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import argparse
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -39,33 +40,12 @@ import time
 from pathlib import Path
 
 from alcgap.config import ConfigError
+from alcgap.procs import all_pids, alive, ancestors, environment_entries, proc_stat, stop_processes
 from alcgap.workflow.state import write_json_atomic
 
 
 class CampaignBusy(ConfigError):
     """Another driver is running this campaign."""
-
-
-def _stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, ppid, pgid, sid) of a process from Linux ``/proc``; None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
-
-
-def _alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"  # a zombie has ended; only its parent's wait is missing
-
-
-def _ancestors(pid: int) -> set[int]:
-    out = set()
-    while pid > 1 and (stat := _stat(pid)) is not None:
-        out.add(pid)
-        pid = stat[1]
-    return out
 
 
 #: set by the driver that holds a run directory, to its real path; every process it starts
@@ -78,17 +58,14 @@ def stale_processes(run_dir: str | os.PathLike) -> list[int]:
     environment holds ``ALCGAP_RUN_DIR=<run_dir>`` (Linux ``/proc``). A shell or an editor that
     merely looks at the run directory carries no such marker and is never touched."""
     marker = f"{RUN_MARKER}={os.path.realpath(run_dir)}".encode()
-    mine = _ancestors(os.getpid())
+    mine = ancestors(os.getpid())
     found = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit() or int(entry.name) in mine:
+    for pid in all_pids():
+        if pid in mine:
             continue
-        try:
-            environment = (entry / "environ").read_bytes()
-        except OSError:  # gone, or not ours to read
-            continue
-        if marker in environment.split(b"\0"):
-            found.append(int(entry.name))
+        environment = environment_entries(pid)  # None: gone, or not ours to read
+        if environment is not None and marker in environment:
+            found.append(pid)
     return sorted(found)
 
 
@@ -97,39 +74,15 @@ def orphans_of(owner: dict) -> list[int]:
     (setproctitle), which overwrites its environment in ``/proc``. They are orphans (their parent
     died: reparented to init) in the dead driver's process group or session. A process whose
     parent still lives (a shell, a ``tee`` beside the driver) is never one."""
-    if owner.get("host") != socket.gethostname() or not owner.get("pid") or _alive(int(owner["pid"])):
+    if owner.get("host") != socket.gethostname() or not owner.get("pid") or alive(int(owner["pid"])):
         return []
     groups = {owner.get("pgid"), owner.get("sid")} - {None}
     found = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        stat = _stat(int(entry.name))
-        if stat is not None and stat[1] == 1 and (stat[2] in groups or stat[3] in groups):
-            found.append(int(entry.name))
+    for pid in all_pids():
+        stat = proc_stat(pid)
+        if stat is not None and stat.ppid == 1 and (stat.pgid in groups or stat.sid in groups):
+            found.append(pid)
     return sorted(found)
-
-
-def stop_processes(pids: list[int], grace: float = 5.0) -> list[int]:
-    """SIGTERM ``pids``, SIGKILL those alive after ``grace`` seconds; the pids that were signalled."""
-    signalled = []
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-            signalled.append(pid)
-        except OSError:
-            pass
-    deadline = time.monotonic() + grace
-    alive = list(signalled)
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.1)
-        alive = [pid for pid in alive if _alive(pid)]
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    return signalled
 
 
 def stop_what_was_left(run_dir: str | os.PathLike, owner: dict, grace: float = 5.0, rounds: int = 6) -> list[int]:
@@ -139,7 +92,7 @@ def stop_what_was_left(run_dir: str | os.PathLike, owner: dict, grace: float = 5
     stopped: list[int] = []
     for _ in range(rounds):
         left = sorted((set(stale_processes(run_dir)) | set(orphans_of(owner))) - set(stopped))
-        left = [pid for pid in left if _alive(pid)]
+        left = [pid for pid in left if alive(pid)]
         if not left:
             break
         stopped += stop_processes(left, grace)
@@ -179,14 +132,14 @@ def driver_running(owner: dict | None) -> bool:
     """Is the driver of this owner record running (on this host; elsewhere: taken as running)?"""
     if not owner:
         return False
-    return owner.get("host") != socket.gethostname() or _alive(int(owner.get("pid", 0)))
+    return owner.get("host") != socket.gethostname() or alive(int(owner.get("pid", 0)))
 
 
 def watch(run_dir: str | os.PathLike, pid: int, poll: float = 1.0, grace: float = 5.0) -> list[int]:
     """Wait for driver ``pid`` of ``run_dir`` to end. If it ended without releasing the run (its
     ``driver.json`` still names it), stop what it left running on this host; the pids stopped."""
     run = Path(run_dir)
-    while _alive(pid) and (_read_owner(run / "driver.json") or {}).get("pid") == pid:
+    while alive(pid) and (_read_owner(run / "driver.json") or {}).get("pid") == pid:
         time.sleep(poll)
     try:
         handle = _try_lock(run / "driver.lock")
@@ -196,7 +149,7 @@ def watch(run_dir: str | os.PathLike, pid: int, poll: float = 1.0, grace: float 
         return []
     try:
         owner = _read_owner(run / "driver.json") or {}
-        if owner.get("pid") != pid or _alive(pid):  # released cleanly, or still running
+        if owner.get("pid") != pid or alive(pid):  # released cleanly, or still running
             return []
         return stop_what_was_left(run, owner, grace)
     finally:
@@ -257,7 +210,7 @@ class RunLock:
 
     def _owner_is_dead(self) -> bool:
         owner = self.owner() or {}
-        return owner.get("host") == socket.gethostname() and bool(owner.get("pid")) and not _alive(int(owner["pid"]))
+        return owner.get("host") == socket.gethostname() and bool(owner.get("pid")) and not alive(int(owner["pid"]))
 
     def release(self) -> None:
         if self._handle is not None:

@@ -12,11 +12,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
 from alcgap.workflow.state import write_json_atomic
+
+#: a line of the board at most this wide: the board reads in an 80-column log
+WIDTH = 78
 
 
 def _last_step(folder: Path) -> int | None:
@@ -49,9 +57,7 @@ class ProgressBoard:
     """What the driver is doing, as counters it updates and a thread that shows them."""
 
     def __init__(self, run_dir: str | os.PathLike, *, live: bool | None = None, poll: float = 2.0, every: float = 30.0,
-                 console=None):
-        from rich.console import Console
-
+                 console: Console | None = None):
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)
         # a terminal gets the live panel; a log, a pipe or CI gets plain lines
@@ -122,26 +128,28 @@ class ProgressBoard:
 
     @staticmethod
     def lines(snap: dict) -> list[str]:
-        """The snapshot as short lines (each under 80 characters)."""
+        """The snapshot as short lines (each under 80 characters; a long stage or task name is
+        wrapped, never cut)."""
         md, labels = snap.get("md", {}), snap.get("labels", {})
         done = sum(1 for t in md.values() if t["state"] != "running")
-        out = [snap["stage"][:78],
-               f"  elapsed {_clock(snap['elapsed_s'])}; this stage {_clock(snap['stage_elapsed_s'])}, "
-               f"about {_clock(snap.get('stage_left_s'))} left"]
+        out = textwrap.wrap(snap["stage"], WIDTH, subsequent_indent="  ", break_on_hyphens=False) or [""]
+        out += [f"  elapsed {_clock(snap['elapsed_s'])}; this stage {_clock(snap['stage_elapsed_s'])}, "
+                f"about {_clock(snap.get('stage_left_s'))} left"]
         if md:
             out.append(f"  MD tasks {done}/{len(md)} done")
             for name, task in md.items():
                 rate = f"{task['rate']:.1f} steps/s" if task.get("rate") else "-"
-                out.append(f"    {name[:28]:28s} {task['step']:>7d}/{task['steps']:<7d} {rate:>14s} {task['state']}")
+                if len(name) > 28:  # the whole name on a line of its own, the figures under it
+                    out += textwrap.wrap(name, WIDTH - 4, initial_indent="    ", subsequent_indent="    ")
+                    name = ""
+                out.append(f"    {name:28s} {task['step']:>7d}/{task['steps']:<7d} {rate:>14s} {task['state']}")
         if labels.get("submitted"):
             out.append(f"  labels {labels['done']}/{labels['submitted']} done, {labels['failed']} failed, "
                        f"{labels['retried']} retried")
         return out
 
     # -- showing it
-    def _render(self, snap: dict):
-        from rich.text import Text
-
+    def _render(self, snap: dict) -> Text:
         return Text("\n".join(self.lines(snap)))
 
     def _tick(self) -> None:
@@ -158,8 +166,6 @@ class ProgressBoard:
 
     def start(self) -> "ProgressBoard":
         if self.live:
-            from rich.live import Live
-
             self._live = Live(self._render(self.snapshot()), console=self.console, refresh_per_second=2, transient=True)
             self._live.start()
         self._last_line = time.time()

@@ -99,7 +99,7 @@ def rebuild_report(scale: Scale, modes: list[str], n_seeds: int, out: Path) -> P
 def fit_mode(scale: Scale, mode: str, out: Path) -> dict:
     """alcgap's run_fit (aux, data, composite and traditional from the same data), once."""
     from alcgap.config import load_fit_config
-    from alcgap.workflow.fit import run_fit
+    from alcgap.workflow.fitjob import run_fit
 
     run_dir = out / MODE_DIRS[mode] / "fit"
     summary = run_dir / "summary.json"

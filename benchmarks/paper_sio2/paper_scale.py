@@ -198,7 +198,7 @@ def measure_through_site(stages: Stages, scale: Scale, modes: list[str], seeds: 
     import parsl
 
     from alcgap.structures import beta_cristobalite, supercell_with_atoms
-    from alcgap.workflow.campaign import CampaignApps
+    from alcgap.workflow.apps import CampaignApps
 
     first = load_campaign_config(configs[modes[0]])
     dft = make_reference(first.reference, first.species)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alcgap.analysis.plots import parity_plot
+from alcgap.analysis.plots import parity_plot, rdf_plot, vdos_plot
 from alcgap.analysis.rdf import PartialRDF, average_rdfs
-from alcgap.analysis.report import rdf_plot, vdos_plot
 from alcgap.analysis.vdos import vdos
 
 from scales import MODE_DIRS, PAPER

@@ -13,9 +13,12 @@ pick of the most informative environments of the runs. Every pick and MD outcome
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from alcgap.md.failures import classify_md_failure
+from alcgap.md.protocols import reached_temperature
 from alcgap.workflow.state import located, relocatable, write_json_atomic
 
 LEFTOVER, FALLBACK = "leftover", "fallback"
@@ -41,38 +44,11 @@ def quotas(tasks: list[ExploreTask], budget: int) -> dict[str, int]:
     return {task.id: budget // n + (1 if index < budget % n else 0) for index, task in enumerate(tasks)}
 
 
-#: what ended an MD task early, by the words of its stop reason or error (first match wins), and
-#: whose failure it is: the potential's (it let atoms collapse, or brought a pair inside the aux
-#: table's range), the integration's (a step too long for the forces: atoms lost, energies blown
-#: up), the software's (LAMMPS, QUIP or the task itself), or nobody's (killed, timed out, node lost)
-FAILURES = (
-    ("collapse", "potential", ("collapse:",)),
-    ("pair_inside_aux_table", "potential", ("table inner cutoff", "pair distance < table")),
-    ("lost_atoms", "integration", ("lost atoms", "out of range atoms")),
-    ("non_finite", "integration", ("non-finite", "non-numeric")),
-    ("lammps_error", "software", ("lammps error",)),
-    ("task_error", "software", ("traceback", "error")),
-)
-
-
-def classify_md_failure(reason: str | None, has_result: bool = True) -> tuple[str, str]:
-    """(kind, whose) of an MD task's early stop or failure; ("interrupted", "none") when it left no
-    ``result.json`` (killed, timed out, node lost)."""
-    if not has_result:
-        return "interrupted", "none"
-    text = (reason or "").lower()
-    for kind, whose, words in FAILURES:
-        if any(word in text for word in words):
-            return kind, whose
-    return "unknown", "software"
-
-
 def md_summary(folder: Path, task: ExploreTask, error: str | None = None) -> dict:
     """What one finished MD task showed, from its ``result.json``: the verdict over every
     monitored frame ("clean" | "clustered" | "failed"), the step it first went wrong, the
     temperature it reached. ``error``: how its process ended, when it failed (the launcher's
     exit code: a rank killed, a node lost), for a task that left no result of its own."""
-    from alcgap.md.protocols import reached_temperature
 
     path = folder / "result.json"
     result = json.loads(path.read_text()) if path.exists() else {"failed": True, "error": f"no result.json: {error or 'killed'}"}
@@ -106,7 +82,6 @@ def md_summary(folder: Path, task: ExploreTask, error: str | None = None) -> dic
 
 def _step_of(reason: str, default: int) -> int:
     """The step in "step 450: collapse ..." or "LAMMPS error in steps 280-290: ..."."""
-    import re
 
     match = re.search(r"steps? (\d+)", reason)
     return int(match.group(1)) if match else default
@@ -161,3 +136,20 @@ class Exploration:
         """Files of the picks made so far, in a fixed order (tasks, then leftover, then fallback)."""
         order = [t.id for t in self.tasks] + [LEFTOVER, FALLBACK]
         return [self.picks[name]["path"] for name in order if name in self.picks and self.picks[name].get("n_chosen")]
+
+
+class PlanEntry:
+    """One entry of an exploration plan (``kind``: "md" or "picks"), as a checkpoint record
+    (:mod:`alcgap.workflow.checkpoint`): written to ``exploration.json`` at once. ``redo(entry)``:
+    an entry found there that is to run again (a failed MD task, on resume)."""
+
+    def __init__(self, plan: Exploration, kind: str, name: str, redo=lambda entry: False):
+        self.plan, self.kind, self.name, self.redo = plan, kind, name, redo
+
+    def read(self) -> dict | None:
+        entry = getattr(self.plan, self.kind).get(self.name)
+        return None if entry is None or self.redo(entry) else entry
+
+    def write(self, result: dict) -> None:
+        getattr(self.plan, self.kind)[self.name] = result
+        self.plan.save()
