@@ -52,9 +52,9 @@ class GapCalculator(Calculator):
 
     def __init__(self, xml: str | os.PathLike, *, component: str | None = None, variance: bool = False, **kwargs):
         super().__init__(**kwargs)
-        from quippy.potential import Potential
+        from quippy.potential import Potential  # quippy: slow to import
 
-        from alcgap.auxiliary.table import AuxTable
+        from alcgap.auxiliary.table import AuxTable  # loads quippy
 
         self.xml = Path(xml)
         if not self.xml.exists():

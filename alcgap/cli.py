@@ -6,14 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from alcgap.config import ConfigError
 from alcgap.report.status import print_status
+from alcgap.structures import beta_cristobalite
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     table = Table(title="held-out errors")
     for column in ("model", "energy MAE (meV/atom)", "energy RMSE (meV/atom)", "force RMSE (eV/A)", "test structures"):
@@ -46,7 +47,7 @@ def _status(run_dir: Path, width: int | None = None) -> int:
 
 
 def _survival(args) -> int:
-    from alcgap.survival import HELD_FRACTION, held, survival_sweep, write_sweep
+    from alcgap.survival import HELD_FRACTION, held, survival_sweep, write_sweep  # each command loads what it runs (LAMMPS, quippy, Parsl: seconds)
 
     try:
         cutoffs = {name.strip(): float(value) for name, value in (item.split("=") for item in args.cutoffs.split(","))}
@@ -60,7 +61,6 @@ def _survival(args) -> int:
 
         start = ase.io.read(args.start)
     else:
-        from alcgap.structures import beta_cristobalite
 
         start = beta_cristobalite()
     potentials = {Path(m).stem: m for m in args.models}
@@ -153,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_survival_parser(commands)
     args = parser.parse_args(argv)
 
-    from alcgap.fit.gapfit import GapFitError
+    from alcgap.fit.gapfit import GapFitError  # each command's errors, loaded with it
     from alcgap.sites import SiteError
 
     try:
         if args.command == "fit":
-            from alcgap.config import load_fit_config
+            from alcgap.config import load_fit_config  # each command loads what it runs
             from alcgap.workflow.fitjob import run_fit
 
             config = load_fit_config(args.config)

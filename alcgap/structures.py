@@ -7,8 +7,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import ase.io
 from ase import Atoms, units
+from ase.build import bulk
 from ase.data import atomic_numbers
+from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
 
 #: beta-cristobalite lattice constant (Angstrom); Si-O 1.55 A, density 2.2 g/cm^3
@@ -78,12 +81,10 @@ def unit_cell(spec: str | Mapping[str, Any]) -> Atoms:
     if isinstance(spec, str):
         if spec == "beta-cristobalite":
             return beta_cristobalite()
-        import ase.io
 
         return ase.io.read(spec)
     spec = dict(spec)
     if "bulk" in spec:
-        from ase.build import bulk
 
         return bulk(spec.pop("bulk"), **spec)
     if "spacegroup" in spec:
@@ -145,7 +146,6 @@ def pair_name(pair: Pair) -> str:
 
 def min_pair_distances(atoms: Atoms, cutoff: float = 4.0) -> dict[Pair, float]:
     """Shortest distance (Angstrom) for every species pair present within ``cutoff``."""
-    from ase.neighborlist import neighbor_list
 
     i, j, d = neighbor_list("ijd", atoms, cutoff)
     symbols = np.array(atoms.get_chemical_symbols())

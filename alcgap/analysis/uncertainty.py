@@ -57,7 +57,7 @@ def variance_vs_error(calc, labelled: Sequence[Atoms]) -> dict:
 
     Returns the Spearman rank correlation (None for fewer than 3 atoms or without forces) and
     the per-atom arrays for a plot."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # scipy.stats: slow to import, needed only here
 
     variance, error = [], []
     for atoms in labelled:
@@ -77,7 +77,7 @@ def variance_vs_error(calc, labelled: Sequence[Atoms]) -> dict:
 
 def variance_error_plot(data: dict, threshold: float | None, path: str | os.PathLike, title: str = "") -> Path:
     """Per-atom force error against predicted variance (log-log), with the flag threshold."""
-    from alcgap.analysis.plots import _save, plt
+    from alcgap.analysis.plots import _save, plt  # matplotlib: only when a plot is drawn
 
     fig, ax = plt.subplots(figsize=(5.4, 4.4))
     variance, error = np.asarray(data["variance"]), np.asarray(data["force_error"])

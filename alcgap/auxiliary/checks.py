@@ -61,7 +61,7 @@ def curve_problems(where: str, r: np.ndarray, energy: np.ndarray, force: np.ndar
 
 def check_pair(xml: Path, table, target, settings) -> PairCheck:
     """Check one pair of a fitted auxiliary (``table`` an AuxTable, ``target`` its PairTarget)."""
-    from quippy.potential import Potential
+    from quippy.potential import Potential  # quippy: slow to import
 
     pair, r_cut = target.pair, target.r_cut
     inner = r_cut - target.width  # inside the cosine transition the target itself goes to zero

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import ase.io
@@ -61,7 +62,6 @@ class AuxFit:
 
     def record(self) -> dict:
         """The fit's record for summaries: per pair targets, checks and conditioning."""
-        from dataclasses import asdict
 
         return {
             "xml": str(self.xml),

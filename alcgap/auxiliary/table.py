@@ -115,7 +115,7 @@ class AuxTable:
     @classmethod
     def from_xml(cls, xml: str | os.PathLike, label: str | None = None) -> "AuxTable":
         """Tabulate the distance_2b terms of ``xml`` (of its GAP ``label``, e.g. a composite's aux)."""
-        from quippy.potential import Potential
+        from quippy.potential import Potential  # quippy: slow to import
 
         terms = distance_2b_terms(xml, label)
         if not terms:
@@ -158,7 +158,7 @@ class AuxTable:
 
     def calculate(self, atoms: Atoms) -> dict:
         """energy, energies, forces (and stress when periodic in 3D) of the auxiliary on ``atoms``."""
-        from matscipy.neighbours import neighbour_list
+        from matscipy.neighbours import neighbour_list  # C neighbour lists: only when frames are evaluated
 
         present = set(atoms.numbers.tolist())
         cutoffs = {key: t.cutoff for key, t in self.pairs.items() if key[0] in present and key[1] in present}

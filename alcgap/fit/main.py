@@ -10,6 +10,7 @@ from typing import Sequence
 import ase.io
 import numpy as np
 from ase import Atoms
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from alcgap.fit.settings import MainSettings, SoapSettings
 from alcgap.fit.gapfit import descriptor, format_params, gap_label, run_gap_fit
@@ -44,8 +45,6 @@ def training_frames(labelled: Sequence[Atoms], *, use_forces: bool, use_virials:
         if use_forces and "forces" in results:
             frame.arrays[FORCES_KEY] = np.array(results["forces"])
         if use_virials is not False and results.get("stress") is not None and all(atoms.pbc):
-            from ase.stress import voigt_6_to_full_3x3_stress
-
             virial = -voigt_6_to_full_3x3_stress(results["stress"]) * atoms.get_volume()
             frame.info[VIRIAL_KEY] = " ".join(f"{v:.10f}" for v in virial.flatten())
         if sigmas is not None and force_scale and "forces" in results:

@@ -28,6 +28,7 @@ from ase.data import atomic_numbers, covalent_radii
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from alcgap.calculator import VARIANCE
+from alcgap.analysis.clustering import ClusteringCriteria, detect_clustering
 from alcgap.structures import Pair, pair_key, pair_name
 
 
@@ -70,7 +71,7 @@ class MonitorSettings(BaseModel):
 
 def pair_distances(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair i < j closer than ``cutoff`` (matscipy's linear-scaling neighbour list)."""
-    from matscipy.neighbours import neighbour_list
+    from matscipy.neighbours import neighbour_list  # C neighbour lists: loaded with the first frame
 
     i, j, d = neighbour_list("ijd", atoms, cutoff)
     keep = i < j
@@ -192,7 +193,6 @@ class Monitor:
     report_range = 3.0
 
     def __init__(self, settings: MonitorSettings):
-        from alcgap.analysis.clustering import ClusteringCriteria
 
         self.settings = settings
         minima = self.minima = settings.pair_minima()
@@ -224,7 +224,6 @@ class Monitor:
         if self.flags_variance is not None:
             verdict.flag_reasons += self.flags_variance(variance)
         if self.criteria is not None:
-            from alcgap.analysis.clustering import detect_clustering
 
             found = detect_clustering(atoms, self.criteria)
             if not found.clean:

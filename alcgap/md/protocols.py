@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ase import Atoms
+from ase.build import find_optimal_cell_shape, make_supercell, niggli_reduce
 from pydantic import BaseModel, ConfigDict, Field
 
 from alcgap.structures import most_cubic_repeat
@@ -88,7 +89,6 @@ def scaled_cell(atoms: Atoms, factor: int, *, shape: str = "cubic") -> Atoms:
         return atoms.repeat(most_cubic_repeat(factor))
     if shape != "cubic":
         raise ValueError(f"shape={shape!r}: use 'cubic' or 'repeat'")
-    from ase.build import find_optimal_cell_shape, make_supercell, niggli_reduce
 
     matrix = find_optimal_cell_shape(atoms.cell, factor, "sc")
     bigger = make_supercell(atoms, matrix)

@@ -99,7 +99,7 @@ def mpiexec_command(task_file, n_ranks: int) -> list[str]:
 
 def run_task(task: MDTask):
     """Run the task on MPI.COMM_WORLD (collective); returns the MDResult."""
-    import ase.io
+    import ase.io  # the driver reads task files without LAMMPS: run_task loads it
 
     from alcgap.md.lammps import run_md
     from alcgap.md.protocols import scaled_cell
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task", help="task file (.json or .yaml)")
     args = parser.parse_args(argv)
 
-    from alcgap.lammps_module import lammps_class
+    from alcgap.lammps_module import lammps_class  # libmpi before mpi4py, on the ranks only
 
     lammps_class()  # libmpi (MPICH ABI) before mpi4py and LAMMPS load it
     from mpi4py import MPI

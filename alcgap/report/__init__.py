@@ -49,7 +49,7 @@ def __getattr__(name):
     # imported on first use: the page's modules load matplotlib and the aux fit (seconds), which
     # `alcgap status` (alcgap.report.status) does without
     if name in ("write_report", "main_report"):
-        from alcgap.report import write
+        from alcgap.report import write  # matplotlib and the aux: loaded when a report is written
 
         return getattr(write, name)
     raise AttributeError(f"module 'alcgap.report' has no attribute {name!r}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from alcgap.config import FitConfig
+from alcgap.explore.distances import unguarded_warnings
 from alcgap.fit.gapfit import find_gap_fit
 from alcgap.reference import make_reference
 from alcgap.store import LabelStore
@@ -40,6 +41,9 @@ def run_fit(config: FitConfig, run_dir: str | os.PathLike) -> dict:
     run_bootstrap(run, distance_table=False)
     first = run.iteration(1)
     fitted = run.stage(first, "fit", lambda: fit(run, first))
+    # a campaign flags and labels pairs in the unguarded range; a single fit can only say so
+    for warning in unguarded_warnings(fitted.get("unguarded_range", {})):
+        run.log(f"[yellow]{warning}[/]")
     return _summary(run, fitted)
 
 

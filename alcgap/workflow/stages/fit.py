@@ -13,7 +13,7 @@ from ase import Atoms
 from alcgap.analysis.metrics import error_metrics, parity_data
 from alcgap.analysis.plots import parity_plot, short_range_plot
 from alcgap.analysis.uncertainty import calibrate_variance
-from alcgap.explore.distances import unguarded_ranges, unguarded_warnings
+from alcgap.explore.distances import unguarded_ranges
 from alcgap.calculator import GapCalculator
 from alcgap.config import AuxSettings, ExploreSettings, MainSettings
 from alcgap.dimers import short_range_curves
@@ -105,6 +105,4 @@ def fit(run: Run, state: IterationState) -> dict:
     variance = fitted["variance"]
     run.log(f"iteration {state.iteration}: {len(train)} training frames; held-out {fitted['errors'][fitted['deployed']]}"
             + (f"; variance threshold {variance['threshold']:.3g} eV^2" if variance else ""))
-    for warning in unguarded_warnings(fitted.get("unguarded_range", {})):
-        run.log(f"[yellow]{warning}[/]")
     return fitted

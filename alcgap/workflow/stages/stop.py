@@ -82,7 +82,7 @@ class Gates(NamedTuple):
 
 def survival_md_settings(config: CampaignConfig) -> dict:
     """How each survival run is integrated and judged against the aux: the explore section's step
-    settings and the aux cutoffs (the same for every run of a stress test)."""
+    settings and the aux cutoffs (the same for every run of a survival test)."""
     explore = config.explore
     return {"timestep": explore.timestep, "max_displacement": explore.max_displacement,
             "max_energy_change": explore.max_energy_change, "monitor_every": explore.monitor_every,
@@ -90,8 +90,8 @@ def survival_md_settings(config: CampaignConfig) -> dict:
 
 
 def survival_settings(config: CampaignConfig) -> dict | None:
-    """What a stress test is measured with: ``judge.survival`` (but ``min_held``, which only judges
-    it) and :func:`survival_md_settings`; None without a stress test."""
+    """What a survival test is measured with: ``judge.survival`` (but ``min_held``, which only judges
+    it) and :func:`survival_md_settings`; None without a survival test."""
     stress = config.judge.survival
     if stress is None:
         return None
@@ -99,7 +99,7 @@ def survival_settings(config: CampaignConfig) -> dict | None:
 
 
 def gates(judgement: Judgement, config: CampaignConfig) -> Gates:
-    """(target-size runs clean, energy, force and stress errors under their gates, stress test held).
+    """(target-size runs clean, energy, force and stress errors under their gates, survival test held).
 
     With a stress gate (``judge.max_stress_rmse``) a model whose held-out frames carry no stress
     fails it: a gate asked for and never measured is not passed. The same holds for the stress
@@ -118,7 +118,7 @@ def _survival_failure(judgement: Judgement, config: CampaignConfig) -> str:
     stress = config.judge.survival
     runs = judgement.survival_runs
     if judgement.survival_held is None:
-        return ("judge.survival is set but this iteration's stress test never ran (it was set after the iteration "
+        return ("judge.survival is set but this iteration's survival test never ran (it was set after the iteration "
                 "was judged): a resume runs it")
     by_t: dict[float, list[dict]] = {}
     for run in runs:
