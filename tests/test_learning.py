@@ -117,7 +117,7 @@ def test_a_model_does_not_flag_the_crystal_it_was_trained_on(fitted):
     from alcgap.calculator import GapCalculator
 
     run_dir = fitted["run_dir"]
-    calc = GapCalculator(f"{run_dir}/composite/composite.xml", variance=True)
+    calc = GapCalculator(fitted["models"]["composite"], variance=True)
     calibration = calibrate_variance(calc, ase.io.read(f"{run_dir}/test.xyz", ":"))
     for size in (1, 10):
         crystal = scaled_cell(beta_cristobalite(), size)
