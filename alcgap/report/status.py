@@ -29,7 +29,7 @@ COLUMNS = (("iter", "right"), ("stage", "left"), ("labels\nok/fail", "right"), (
            ("F RMSE\neV/A", "right"), ("runs\nclean", "right"), ("decision", "left"))
 LEGEND = ("stage: the first stage not finished; labels: labelled ok / failed; E MAE, F RMSE: held-out "
           "energy MAE (meV/atom) and force RMSE (eV/A); runs clean: exploration runs judged clean, of all; "
-          "decision: the stopping rule's")
+          "decision: the stopping rule's verdict (its reason below the table)")
 
 
 def _figure(value, digits: int) -> str:
