@@ -76,7 +76,9 @@ class Run:
             started = time.time()
             outputs = work()
             outputs["seconds"] = round(time.time() - started, 2)
-            log.info("iteration %d stage %s done: %s", state.iteration, name, outputs)
+            # the outputs themselves are in state.json; the log says where, not what (a curve is long)
+            log.info("iteration %d stage %s done in %.1f s (outputs: %s)", state.iteration, name,
+                     outputs["seconds"], state.path.relative_to(self.run_dir))
             return outputs
 
         done_or_run(StageRecord(state, name), timed)

@@ -103,6 +103,8 @@ def fit(run: Run, state: IterationState) -> dict:
                                potential=run.potential, traditional=config.traditional, threads=run.threads,
                                seed=config.seed).result()
     variance = fitted["variance"]
-    run.log(f"iteration {state.iteration}: {len(train)} training frames; held-out {fitted['errors'][fitted['deployed']]}"
+    held = fitted["errors"][fitted["deployed"]]
+    run.log(f"iteration {state.iteration}: {len(train)} training frames; held-out ({held['n_structures']} frames, "
+            f"{held['n_atoms']} atoms): energy MAE {held['energy_mae']:.2f} meV/atom, force RMSE {held['force_rmse']:.3f} eV/A"
             + (f"; variance threshold {variance['threshold']:.3g} eV^2" if variance else ""))
     return fitted
