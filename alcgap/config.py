@@ -25,6 +25,7 @@ from alcgap.bootstrap_settings import (BootstrapSettings, BulkCrystal, Classical
                                        structure_name)
 from alcgap.explore.settings import SEARCH_LIMIT, DistanceSettings, ExploreSettings, LabelSettings, SelectSettings
 from alcgap.fit.settings import MainSettings, SoapSettings
+from alcgap.judge_settings import JudgeSettings, parse_tolerance
 from alcgap.reference._lammps import (VASHISHTA_SIO2_TYPES, charge_settings, lammps_types, net_charge,
                                       vashishta_sio2_commands)
 from alcgap.reference.contacts import default_contact_limits, too_close_pairs
@@ -34,9 +35,10 @@ from alcgap.settings import (ConfigError, Strict, check_pair_distances, check_pa
 from alcgap.structures import pair_name, species_pairs
 from alcgap.survival_settings import SurvivalJudgeSettings
 
+
 __all__ = [
     # the configs and their loading
-    "CampaignConfig", "ConfigError", "FitConfig", "JudgeSettings", "StopSettings", "SurvivalJudgeSettings",
+    "CampaignConfig", "ConfigError", "FitConfig", "JudgeSettings", "StopSettings", "SurvivalJudgeSettings", "parse_tolerance",
     "load_campaign_config", "load_fit_config", "read_yaml",
     # each part's settings, re-exported from its own module
     "AuxSettings", "BootstrapSettings", "BulkCrystal", "ClassicalBootstrap", "DimerScan", "DistanceSettings",
@@ -296,37 +298,14 @@ def load_fit_config(source: str | Path | dict) -> FitConfig:
 # ---------------------------------------------------------------------------------------------
 # The active-learning campaign: the fit's settings plus exploration, selection, judging, stopping.
 
-class JudgeSettings(Strict):
-    """What an iteration must show for the campaign to stop."""
-
-    target_size: int = Field(10, ge=1, description=(
-        "the stop rule judges the runs at this cell size, in multiples of the training cell (the "
-        "paper: 10). explore.sizes must include it. A smaller one is allowed, and the summary says so"))
-    max_energy_mae: float = Field(10.0, gt=0.0, description="meV/atom on the held-out set")
-    max_force_rmse: float = Field(1.0, gt=0.0, description="eV/A on the held-out set")
-    max_stress_rmse: float | None = Field(None, gt=0.0, description=(
-        "GPa on the held-out set, over the stress components of the held-out periodic frames; "
-        "None: no stress gate"))
-    clustering: dict | None = Field(None, description=(
-        "clustering detector settings besides the short pairs (neighbour_cutoff, max_coordination, "
-        "max_like_neighbours: alcgap.analysis.clustering.ClusteringCriteria fields); None: SiO2's "
-        "for Si + O, covalent radii otherwise. Short pairs come from the ``distances`` table"))
-    survival: SurvivalJudgeSettings | None = Field(None, description=(
-        "the survival test, run once the other gates pass; the iteration converges only "
-        "when ``min_held`` of its runs hold (see SurvivalJudgeSettings). None: no survival test"))
-
-    @field_validator("clustering")
-    @classmethod
-    def _no_second_table(cls, value):
-        if value and "min_distance" in value:
-            raise ValueError("judge.clustering.min_distance: short pairs come from the one distance table; "
-                             "set distances.flag (and distances.cluster_margin) instead")
-        return value
-
-
 class StopSettings(Strict):
     max_iterations: int = Field(5, ge=1)
     max_labels: int = Field(1000, ge=1)
+    max_minutes: float | None = Field(None, gt=0.0, description=(
+        "a time budget for one `alcgap run` or `resume` (a batch allocation, a demo): after each "
+        "iteration, the campaign stops as \"time_limit\" when the next iteration, as long as the "
+        "last one, would end past it, saying which gates are not met; `alcgap resume` goes on. "
+        "None: no time limit"))
 
 
 class CampaignConfig(FitConfig):

@@ -52,9 +52,10 @@ def config() -> dict:
     return {**demo, "name": "kill-sweep", "seed": 5, "threads": 1, "reference": {"kind": "lammps"},
             "main": {**demo["main"], "soap": {**demo["main"]["soap"], "n_sparse": 100}},
             # a checkpoint every 100 of the 600 steps: a kill costs at most 100 steps of MD
-            "explore": {**demo["explore"], "sizes": [1, 2], "protocol_scale": 0.004, "checkpoint_every": 100},
+            "explore": {**demo["explore"], "sizes": [1, 2], "seeds": [1], "protocol_scale": 0.004,
+                        "checkpoint_every": 100},
             "select": {"budget": 6}, "judge": {**demo["judge"], "target_size": 2, "max_energy_mae": 40.0,
-                                               "max_force_rmse": 1.0},
+                                               "force_tolerance": 1.0},
             "stop": {"max_iterations": 2}}
 
 

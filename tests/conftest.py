@@ -64,3 +64,9 @@ def finite_difference_forces(atoms, calc, indices, delta=1e-4):
                 energies.append(work.get_potential_energy())
             forces[row, k] = -(energies[0] - energies[1]) / (2 * delta)
     return forces
+
+
+#: a judgement's figures that pass the confidence and accuracy gates (tolerance 1 eV/A): for unit
+#: tests of the stop rule that vary the other figures
+GATES_PASS = dict(tolerance=1.0, confident_fraction=1.0, n_target_frames=40, clean_frames=1.0,
+                  explored_force_rmse=0.3, explored_force_se=0.05, n_explored=4)

@@ -15,6 +15,8 @@ from alcgap.config import ConfigError, load_campaign_config
 from alcgap.survival import held
 from alcgap.workflow.stages.stop import Judgement, decide
 
+from conftest import GATES_PASS
+
 DEMO = yaml.safe_load((Path(__file__).parents[1] / "configs" / "sio2-quick.yaml").read_text())
 # the cheapest real campaign: the classical twin of the demo (tests/test_campaign.py), judged on
 # the 1x cell, one 300-step exploration run at 2000 K and loose error gates, so that its first
@@ -29,7 +31,7 @@ CHEAP = {
     "main": {**DEMO["main"], "soap": {**DEMO["main"]["soap"], "n_sparse": 100}},
     "explore": {**DEMO["explore"], "sizes": [1], "temperatures": [2000], "protocol_scale": 0.002},
     "select": {"budget": 2},
-    "judge": {"target_size": 1, "max_energy_mae": 100.0, "max_force_rmse": 3.0, "survival": STRESS},
+    "judge": {"target_size": 1, "max_energy_mae": 100.0, "force_tolerance": 3.0, "survival": STRESS},
     "stop": {"max_iterations": 1},
 }
 
@@ -61,7 +63,8 @@ def test_the_survival_test_is_a_gate_of_the_stop_rule():
                     judge=dict(CHEAP["judge"], survival={"temperatures": [6000], "seeds": [1, 2, 3], "min_held": 1.0}),
                     stop={"max_iterations": 5})
     config = load_campaign_config(stressed)
-    base = dict(iteration=1, energy_mae=5.0, force_rmse=0.5, verdicts={"a-x1": "clean"}, sizes={"a-x1": 1}, target_size=1)
+    base = dict(iteration=1, energy_mae=5.0, force_rmse=0.5, verdicts={"a-x1": "clean"}, sizes={"a-x1": 1}, target_size=1,
+                **GATES_PASS)
     runs = [_run(1, "survived", 1.2), _run(2, "collapse", 0.41), _run(3, "survived", 0.8)]
     holding = [_run(k, "survived", 1.2) for k in (1, 2, 3)]
 

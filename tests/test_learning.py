@@ -24,6 +24,8 @@ from alcgap.workflow.stages.explore_plan import Exploration, ExploreTask, md_sum
 from alcgap.bootstrap import split
 from alcgap.workflow.stages.stop import Judgement, decide
 
+from conftest import GATES_PASS
+
 SPECIES = ["Si", "O"]
 
 
@@ -172,18 +174,22 @@ def test_a_config_without_a_run_at_the_target_size_is_refused():
 
 
 def test_the_stop_rule_judges_the_target_size_and_names_the_gate():
-    config = load_campaign_config({**QUICK, "judge": {"target_size": 2, "max_force_rmse": 1.0}})
+    config = load_campaign_config({**QUICK, "judge": {"target_size": 2, "force_tolerance": 1.0}})
     sizes = {"a-x1": 1, "a-x2": 2}
-    clean = Judgement(1, 5.0, 0.5, {"a-x1": "clustered", "a-x2": "clean"}, sizes, target_size=2, n_new_labels=3)
+    clean = Judgement(1, 5.0, 0.5, {"a-x1": "clustered", "a-x2": "clean"}, sizes, target_size=2, n_new_labels=3,
+                      **GATES_PASS)
     decision = decide(clean, config)
     assert decision.rule == "converged" and "not the paper's 10x" in decision.why
-    dirty = Judgement(1, 5.0, 0.5, {"a-x1": "clean", "a-x2": "clustered"}, sizes, target_size=2, n_new_labels=3)
+    dirty = Judgement(1, 5.0, 0.5, {"a-x1": "clean", "a-x2": "clustered"}, sizes, target_size=2, n_new_labels=3,
+                      **GATES_PASS)
     assert decide(dirty, config).rule == "continue"
-    # a gate fails and nothing new could be labelled: stop, naming the gate and a setting
-    spinning = Judgement(1, 5.0, 1.348, {"a-x1": "clean", "a-x2": "clean"}, sizes, target_size=2, n_new_labels=0)
+    # a gate fails and nothing new could be labelled: stop, naming the gate, its figure and a setting
+    spinning = Judgement(1, 5.0, 1.348, {"a-x1": "clean", "a-x2": "clean"}, sizes, target_size=2, n_new_labels=0,
+                         **GATES_PASS)
     decision = decide(spinning, config)
     assert decision.rule == "nothing_to_learn"
-    assert "judge.max_force_rmse" in decision.why and "explore.temperatures" in decision.why
+    assert "held-out force RMSE 1.348" in decision.why and "tolerance 1.000" in decision.why
+    assert "explore.temperatures" in decision.why
 
 
 def test_frames_far_from_equilibrium_are_fitted_more_loosely():
@@ -208,17 +214,17 @@ def test_the_stop_rule_gates_on_the_held_out_stress_when_asked():
     assert ungated.judge.max_stress_rmse is None and ungated.main.use_virials is None
     # no gate: a stress error, or none at all, does not hold a campaign back
     for stress in (25.0, float("nan")):
-        assert decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3, stress_rmse=stress), ungated).rule == "converged"
+        assert decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3, stress_rmse=stress, **GATES_PASS), ungated).rule == "converged"
     config = load_campaign_config({**QUICK, "judge": {"target_size": 2, "max_stress_rmse": 1.0}})
-    passed = decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3, stress_rmse=0.8), config)
-    assert passed.rule == "converged" and "stress RMSE 0.80 <= 1.0 GPa" in passed.why
-    failed = decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3, stress_rmse=1.49), config)
+    passed = decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3, stress_rmse=0.8, **GATES_PASS), config)
+    assert passed.rule == "converged" and "stress RMSE 0.80 (gate 1.0) GPa" in passed.why
+    failed = decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3, stress_rmse=1.49, **GATES_PASS), config)
     assert failed.rule == "continue" and "stress RMSE 1.49 > judge.max_stress_rmse 1.0 GPa" in failed.why
-    unmeasured = decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=0), config)
+    unmeasured = decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=0, **GATES_PASS), config)
     assert unmeasured.rule == "nothing_to_learn" and "no held-out frame carries a stress" in unmeasured.why
     off = load_campaign_config({**QUICK, "judge": {"target_size": 2, "max_stress_rmse": 1.0}, "main": {"use_virials": False}})
     assert "main.use_virials is false" in decide(Judgement(1, 5.0, 0.5, clean, sizes, target_size=2, n_new_labels=3,
-                                                           stress_rmse=3.1), off).why
+                                                           stress_rmse=3.1, **GATES_PASS), off).why
     with pytest.raises(ConfigError, match="max_stress_rmse"):
         load_campaign_config({**QUICK, "judge": {"target_size": 2, "max_stress_rmse": -1.0}})
 

@@ -55,7 +55,7 @@ CAMPAIGN = {
     "explore": {"seeds": [1], "sizes": [1], "temperatures": [4000], "protocol_scale": 0.003,
                 "monitor_every": 10},
     "select": {"budget": 4},
-    "judge": {"target_size": 1, "max_energy_mae": 40.0, "max_force_rmse": 1.0},
+    "judge": {"target_size": 1, "max_energy_mae": 40.0, "force_tolerance": 1.0},
     "stop": {"max_iterations": 2},
 }
 

@@ -19,6 +19,8 @@ from alcgap.provenance import centre_atoms
 from alcgap.structures import beta_cristobalite, rattled
 from alcgap.workflow.stages.stop import Judgement, decide
 
+from conftest import GATES_PASS
+
 SPECIES = ["Si", "O"]
 #: flag distances (Angstrom) as the monitors use them
 FLAG = {("Si", "O"): 1.4, ("O", "Si"): 1.4, ("O", "O"): 2.2, ("Si", "Si"): 2.6}
@@ -223,15 +225,15 @@ def test_same_inputs_same_choice_and_ties_in_frame_then_atom_order():
 
 @pytest.fixture(scope="module")
 def config():
-    return load_campaign_config({"explore": {"sizes": [1, 10]}, "judge": {"max_energy_mae": 10.0, "max_force_rmse": 0.5},
+    return load_campaign_config({"explore": {"sizes": [1, 10]}, "judge": {"max_energy_mae": 10.0, "force_tolerance": 0.5},
                                  "stop": {"max_iterations": 4, "max_labels": 100}})
 
 
-def judgement(iteration=1, mae=5.0, rmse=0.3, verdicts=None, n_labels=10, n_selected=3):
+def judgement(iteration=1, mae=5.0, rmse=0.3, verdicts=None, n_labels=10, n_selected=3, **figures):
     verdicts = verdicts or {"a-x1": "clean", "a-x10": "clean", "b-x10": "clean"}
     sizes = {k: int(k.split("-x")[1]) for k in verdicts}
     return Judgement(iteration, mae, rmse, verdicts, sizes, n_labels=n_labels, n_selected=n_selected,
-                     n_new_labels=n_selected)
+                     n_new_labels=n_selected, **{**GATES_PASS, "tolerance": 0.5, "explored_force_rmse": 0.3, **figures})
 
 
 def test_stop_rules(config):
@@ -256,3 +258,56 @@ def test_campaign_config_errors_name_the_field():
         load_campaign_config({"select": {"budget": 0}})
     with pytest.raises(ConfigError, match="unknown key"):
         load_campaign_config({"explore": {"seed": [1]}})
+    # one tolerance: the former settings say what replaced them
+    with pytest.raises(ConfigError, match="judge.max_force_rmse is now judge.force_tolerance"):
+        load_campaign_config({"judge": {"max_force_rmse": 1.0}})
+    with pytest.raises(ConfigError, match="'auto' is now 'tolerance'.*or 'percentile'"):
+        load_campaign_config({"explore": {"variance_threshold": "auto"}})
+    for bad in ("abc", -0.5, "0%", "150%", True):
+        with pytest.raises(ConfigError, match="judge.force_tolerance"):
+            load_campaign_config({"judge": {"force_tolerance": bad}})
+    with pytest.raises(ConfigError, match="judge.test_frames is 0 with the accuracy gate"):
+        load_campaign_config({"judge": {"test_frames": 0}})
+    assert load_campaign_config({"judge": {"test_frames": 0, "gates": ["clean", "confidence"]}}).judge.test_frames == 0
+    with pytest.raises(ConfigError, match="judge.gates"):
+        load_campaign_config({"judge": {"gates": ["clean", "clean"]}})
+
+
+def test_a_campaign_that_adds_labels_but_improves_no_failing_gate_stalls_naming_it(config):
+    """judge.stall_iterations (2): labels were added, yet the failing gate's figure has not beaten
+    its best from before the last 2 iterations; a gate that improved keeps the campaign going."""
+    assert config.judge.stall_iterations == 2
+    hist = [{"clean": 1.0, "confidence": 0.6, "accuracy": 0.3}, {"clean": 1.0, "confidence": 0.5, "accuracy": 0.3}]
+    stuck = decide(judgement(iteration=3, confident_fraction=0.55, history=hist), config)
+    assert stuck.rule == "stalled" and "confidence 0.55, no better than its best before, 0.6" in stuck.why
+    assert "short by 35%" in stuck.why
+    improving = [{"clean": 1.0, "confidence": 0.5, "accuracy": 0.3}, {"clean": 1.0, "confidence": 0.6, "accuracy": 0.3}]
+    assert decide(judgement(iteration=3, confident_fraction=0.55, history=improving), config).rule == "continue"
+    # too short a history to call it, and an iteration that passes its gates converges whatever came before
+    assert decide(judgement(iteration=2, confident_fraction=0.55, history=hist[:1]), config).rule == "continue"
+    assert decide(judgement(iteration=3, history=hist), config).rule == "converged"
+    # the accuracy gate's figure is an error: lower is better
+    worse = [{"clean": 1.0, "confidence": 1.0, "accuracy": 0.52}, {"clean": 1.0, "confidence": 1.0, "accuracy": 0.6}]
+    stalled = decide(judgement(iteration=3, explored_force_rmse=0.55, history=worse), config)
+    assert stalled.rule == "stalled" and "accuracy" in stalled.why and "explored-set force RMSE 0.550" in stalled.why
+
+
+def test_a_time_budget_stops_before_an_iteration_that_would_overrun_it(config):
+    """stop.max_minutes: after an iteration, stop as time_limit when the next one, as long as the
+    last, would end past the budget; the reason keeps what the gates still lack."""
+    from types import SimpleNamespace
+
+    from alcgap.workflow.campaign import out_of_time
+    from alcgap.workflow.stages.stop import StopDecision
+
+    said: list[str] = []
+    limited = config.model_copy(update={"stop": config.stop.model_copy(update={"max_minutes": 10.0})})
+    run = SimpleNamespace(config=limited, log=said.append)
+    going = StopDecision(False, "continue", "confidence: 40% of 90 frames ... (short by 50%)")
+    assert out_of_time(run, going, elapsed=300.0, last=240.0) == going  # 9 min projected: go on
+    stopped = out_of_time(run, going, elapsed=420.0, last=240.0)  # 11 min projected
+    assert stopped.stop and stopped.rule == "time_limit" and "(short by 50%)" in stopped.why and said
+    assert "stop.max_minutes 10: 7.0 min so far" in stopped.why
+    done = StopDecision(True, "converged", "every gate holds")
+    assert out_of_time(run, done, elapsed=9000.0, last=900.0) == done  # a decided stop stands
+    assert out_of_time(SimpleNamespace(config=config, log=said.append), going, 1e6, 1e6) == going  # no budget set

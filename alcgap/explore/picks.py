@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 from ase import Atoms
@@ -94,6 +94,40 @@ def pick_environments(candidates: list[Atoms], known: list[Atoms], settings: Pic
                     "n_atoms": len(frame)} for e in chosen]
     return out, {"n_chosen": len(out), "n_candidates": selection.n_candidates, "n_duplicates": selection.n_duplicates,
                  "n_over_budget": selection.n_over_budget, "events": events, "not_carved": skipped}
+
+
+def draw_test_frames(candidates: list[Atoms], settings: PickSettings, n: int, seed: int, *,
+                     exclude: Iterable[tuple] = (), model_xml: str | None = None) -> tuple[list[Atoms], dict]:
+    """(cells to label, the draw's record): ``n`` frames of ``candidates`` drawn at random, with no
+    regard to flags or variance, each from a distinct (task, MD step), around one random atom
+    each: an unbiased sample of where MD with the model goes. ``exclude``: (task, MD step) of
+    frames already picked to train on, which a test frame must not be. A frame up to ``whole_frame_atoms``
+    is taken whole; a larger one is carved around its drawn atom like any label (the core of
+    the cell, :func:`alcgap.provenance.exact_atoms`, is the frame's own geometry)."""
+    rng = np.random.default_rng(seed)
+    seen, out, events, skipped = {tuple(e) for e in exclude}, [], [], []
+    carving, relax = CarveSettings(radius=settings.carve_radius), boundary_relaxer(settings, model_xml)
+    for index in rng.permutation(len(candidates)):
+        if len(out) >= n:
+            break
+        frame = candidates[int(index)]
+        event = (frame.info.get("task"), frame.info.get("md_step"))
+        if event in seen:
+            continue
+        seen.add(event)
+        atom = int(rng.integers(len(frame)))
+        base = {k: frame.info[k] for k in ("task", "md_step", "max_variance", "min_distance") if k in frame.info}
+        if len(frame) <= settings.whole_frame_atoms:
+            pieces = [bare(frame)]
+            pieces[0].info["centre_atoms"] = np.array([atom], dtype=int)
+        else:
+            pieces = carve_events(frame, [[atom]], carving, skipped, base, relax)
+        for piece in pieces[:1]:
+            piece.info.update(base, selection_kind="test", selection_score=0.0)
+            out.append(piece)
+            events.append({"task": base.get("task"), "md_step": base.get("md_step"), "kind": "test", "centres": [atom],
+                           "n_atoms": len(frame)})
+    return out, {"n_chosen": len(out), "n_candidates": len(candidates), "events": events, "not_carved": skipped}
 
 
 def carve_events(frame: Atoms, cores: list[list[int]], settings: CarveSettings, skipped: list, base: dict,

@@ -66,12 +66,14 @@ class ExploreSettings(Strict):
         "wall that rises by tens of eV over that distance (measured: the thermostat's conserved "
         "energy then drifts by ~1 eV/atom/ps); 0.5 eV leaves Vashishta SiO2 at 3000 K on the nominal "
         "1 fs step. None: the displacement bound alone"))
-    variance_threshold: float | Literal["auto"] = Field("auto", description=(
-        "per-atom predicted variance (eV^2) above which an atom is flagged; \"auto\": calibrated on "
-        "each model: variance_factor x the variance_quantile of its per-atom variance over the "
-        "held-out bootstrap atoms (see alcgap.analysis.uncertainty)"))
-    variance_quantile: float = Field(0.99, gt=0.0, le=1.0)
-    variance_factor: float = Field(2.0, ge=1.0)
+    variance_threshold: float | Literal["tolerance", "percentile"] = Field("tolerance", description=(
+        "per-atom predicted variance (eV^2) above which an atom is flagged. \"tolerance\": where the "
+        "model's calibrated predicted force error reaches judge.force_tolerance (calibrated per model "
+        "on labels it did not train on: alcgap.analysis.calibration). \"percentile\": "
+        "variance_factor x the variance_quantile of its per-atom variance over the held-out "
+        "bootstrap atoms (alcgap.analysis.uncertainty), which follows the model, not an error"))
+    variance_quantile: float = Field(0.99, gt=0.0, le=1.0, description="with variance_threshold \"percentile\"")
+    variance_factor: float = Field(2.0, ge=1.0, description="with variance_threshold \"percentile\"")
 
     @field_validator("sizes")
     @classmethod
@@ -80,11 +82,19 @@ class ExploreSettings(Strict):
             raise ValueError("give cell multipliers >= 1, e.g. [1, 10]")
         return sorted(set(value))
 
+    @field_validator("variance_threshold", mode="before")
+    @classmethod
+    def _named(cls, value):
+        if value == "auto":
+            raise ValueError("'auto' is now 'tolerance' (the default: flag where the calibrated predicted force error "
+                             "reaches judge.force_tolerance) or 'percentile' (the former 'auto')")
+        return value
+
     @field_validator("variance_threshold")
     @classmethod
     def _positive(cls, value):
-        if value != "auto" and not value > 0:
-            raise ValueError(f"{value}: give a positive variance in eV^2, or 'auto'")
+        if not isinstance(value, str) and not value > 0:
+            raise ValueError(f"{value}: give a positive variance in eV^2, 'tolerance' or 'percentile'")
         return value
 
     @model_validator(mode="after")

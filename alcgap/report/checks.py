@@ -14,6 +14,12 @@ from alcgap.workflow.state import iteration_dir
 #: the campaign's per-iteration plots (alcgap.workflow.apps.fit_main, Campaign._judge)
 PARITY_PNG = Path("plots") / "parity.png"
 CALIBRATION_PNG = Path("plots") / "variance_vs_error.png"
+#: what each gate's figure is (alcgap.workflow.stages.stop.Judgement.figures)
+GATE_FIGURES = {"clean": "clean: share of target-size frames free of clustering",
+                "confidence": "confidence: share of target-size frames with no atom over the tolerance",
+                "accuracy": "accuracy: explored-set force RMSE + its standard error (eV/Å)"}
+#: the fit's error calibration, and the same model on the iteration's new labels (alcgap.analysis.calibration)
+ERROR_MODEL_PNGS = (Path("plots") / "calibration.png", Path("plots") / "calibration_out_of_sample.png")
 
 
 def iteration_checks(run: Path, iteration: int, labels: list[dict] | None = None) -> dict:
@@ -46,7 +52,23 @@ def iteration_checks(run: Path, iteration: int, labels: list[dict] | None = None
     if variance or correlation or (folder / CALIBRATION_PNG).exists():
         held_out = (errors.get(deployed) if deployed else next(iter(errors.values()), None)) or {}
         calibration = _calibration(folder, iteration, metrics, variance, correlation, held_out, labels)
-    return {"parity": parity, "calibration": calibration}
+    return {"parity": parity, "calibration": calibration, "gates": _gates(folder, metrics, variance)}
+
+
+def _gates(folder: Path, metrics: dict, variance: dict) -> dict | None:
+    """The stop rule's three gates with their figures, the force tolerance and the error calibration
+    (in sample and on the iteration's new labels); None before the iteration was judged with them."""
+    if "gate_figures" not in metrics:
+        return None
+    calibration = metrics.get("calibration") or {}
+    return {"gates": metrics.get("gates"), "deciding": metrics.get("deciding_gates", list(metrics["gate_figures"])),
+            "figures": metrics["gate_figures"], "tolerance": metrics.get("tolerance"),
+            "confidence": metrics.get("confidence"), "explored_test_set": metrics.get("explored_test_set"),
+            "held_out": metrics.get("held_out_with_error"), "decision": metrics.get("decision"),
+            "error_model": calibration.get("error_model") or (variance.get("calibration") or {}).get("error_model"),
+            "level": calibration.get("level"), "in_sample": calibration.get("in_sample"),
+            "out_of_sample": calibration.get("out_of_sample"),
+            "plots": [str(folder / p) for p in ERROR_MODEL_PNGS if (folder / p).exists()]}
 
 
 def _calibration(folder: Path, iteration: int, metrics: dict, variance: dict, correlation: dict, held_out: dict,
@@ -92,7 +114,33 @@ def check_sections(run: Path, record: IterationRecord, labels: list[dict] | None
     calibration = checks["calibration"]
     if calibration and (calibration["plot"] or is_campaign):
         found["calibration"] = _calibration_section(run, record.iteration, calibration)
+    if checks["gates"]:
+        found["gates"] = _gates_section(run, record.iteration, checks["gates"])
     return found
+
+
+def _gates_section(run: Path, iteration: int, gates: dict) -> dict:
+    tolerance = (gates.get("tolerance") or {}).get("value")
+    captions = ("the fit's error calibration: per-atom |force error| against predicted variance on the labels it "
+                "calibrated on (held-out bootstrap atoms and the explored test set), with the predicted error and its band",
+                "the same calibration on this iteration's new labels, which did not exist when it was fitted")
+    figures = [(Path(p), f"Iteration {iteration}, {c} ({relative(p, run)})") for p, c in zip(gates["plots"], captions)]
+    rows = [("force tolerance (eV/Å)", f"{cell(tolerance, 3)}: {html.escape(str((gates.get('tolerance') or {}).get('set_by', '')))}")]
+    for name, figure in (gates["figures"] or {}).items():
+        held = (gates.get("gates") or {}).get(name)
+        verdict = ("holds" if held else "fails") if name in gates["deciding"] else "measured, not deciding (judge.gates)"
+        rows.append((f"gate {GATE_FIGURES.get(name, name)}", f"{cell(figure, 3)} ({verdict})"))
+    model = gates.get("error_model") or {}
+    if model:
+        rows.append(("error model s(v) = sqrt(alpha v + beta²)", f"alpha {cell(model.get('alpha'), 3)}, beta "
+                     f"{cell(model.get('beta'), 3)} eV/Å, on {cell(model.get('n_atoms'))} atoms"))
+    level = gates.get("level")
+    for name, c in [("where fitted", gates.get("in_sample"))] + list((gates.get("out_of_sample") or {}).items()):
+        if c and c.get("inside") is not None:
+            rows.append((f"inside the {100 * level:.0f}% band, {html.escape(name)}", f"{100 * c['inside']:.0f}% of {c['n_atoms']} atoms"))
+    table = "<table class='kv'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    return {"title": f"iteration {iteration}: gates and error calibration", "figures": figures,
+            "group": f"iteration {iteration}", "table": table, "numbers": gates}
 
 
 def _parity_section(run: Path, iteration: int, parity: dict) -> dict:

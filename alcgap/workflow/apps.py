@@ -39,8 +39,9 @@ class CampaignApps:
         self.bootstrap_md = python_app(bootstrap.bootstrap_md, executors=serial)
         # the judge's survival test: serial MD in the worker, like the bootstrap's (one run per app)
         self.survival_md = python_app(judge.survival_md, executors=serial)
-        self.prospective = python_app(judge.prospective_errors, executors=serial)
+        self.judge_errors = python_app(judge.judge_errors, executors=serial)
         self.select = python_app(explore.pick, executors=serial)
+        self.draw_tests = python_app(explore.draw_tests, executors=serial)
         # a DFT code runs on the MPI executor with its ranks; a classical stand-in is a serial call
         self._dft = hasattr(getattr(reference, "config", None), "launch_prefix")
         self._label = python_app(label.label_structure, executors=mpi if self._dft else serial)

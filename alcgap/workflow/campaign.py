@@ -16,9 +16,10 @@ its task folder.
 from __future__ import annotations
 
 import logging
-import threading
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 from alcgap.config import CampaignConfig, ConfigError, load_campaign_config, read_yaml
@@ -93,10 +94,12 @@ class Campaign:
             try:
                 _check_reference_on_compute(run)
                 run_bootstrap(run, distance_table=True)
-                decision, iteration = StopDecision(False, "continue", ""), 0
+                decision, iteration, started = StopDecision(False, "continue", ""), 0, time.monotonic()
                 while not decision.stop:
                     iteration += 1
-                    decision = iterate(run, iteration)
+                    began = time.monotonic()
+                    decision = out_of_time(run, iterate(run, iteration), time.monotonic() - started,
+                                           time.monotonic() - began)
                 summary = write_summary(run, iteration, decision)
             finally:
                 self.board.stop()
@@ -137,7 +140,7 @@ def iterate(run: Run, iteration: int) -> StopDecision:
     state = run.iteration(iteration)
     fitted = run.stage(state, "fit", lambda: fit(run, state))
     run.stage(state, "explore_select_label",
-              lambda: Explorer(run, state, fitted, lambda plan: gate_fails(run, fitted, plan)).run_all())
+              lambda: Explorer(run, state, fitted, lambda plan: gate_fails(run, state, fitted, plan)).run_all())
     replayed = state.done("judge")
     judged = run.stage(state, "judge", lambda: judge(run, state, fitted))
     if replayed and "judgement" in judged and survival_due(run.config, Judgement(**judged["judgement"])):
@@ -158,6 +161,19 @@ def iterate(run: Run, iteration: int) -> StopDecision:
             decision = now
     run.log(f"iteration {iteration}: [bold]{decision.rule}[/] {decision.why}")
     return decision
+
+
+def out_of_time(run: Run, decision: StopDecision, elapsed: float, last: float) -> StopDecision:
+    """``decision``, or a stop at ``stop.max_minutes`` when the next iteration, as long as the last
+    one took (``last`` seconds; ``elapsed`` since this driver started), would end past it."""
+    limit = run.config.stop.max_minutes
+    if decision.stop or limit is None or elapsed + last <= 60.0 * limit:
+        return decision
+    stopped = StopDecision(True, "time_limit", f"stop.max_minutes {limit:g}: {elapsed / 60:.1f} min so far and the last "
+                           f"iteration took {last / 60:.1f}, so the next would end past the limit (`alcgap resume` goes "
+                           f"on); not converged: {decision.why}")
+    run.log(f"[bold]time_limit[/] {stopped.why}")
+    return stopped
 
 
 def write_summary(run: Run, last: int, decision: StopDecision) -> dict:

@@ -15,7 +15,7 @@ from ase import Atoms
 
 from alcgap.config import CampaignConfig, ExploreSettings
 from alcgap.explore.distances import DistanceTable, clustering_criteria
-from alcgap.explore.picks import PickSettings, frozen_radius, pick_environments
+from alcgap.explore.picks import PickSettings, draw_test_frames, frozen_radius, pick_environments
 from alcgap.provenance import centre_atoms
 from alcgap.md.lammps import flagged_to_checkpoint
 from alcgap.md.protocols import exploration_protocol
@@ -61,6 +61,32 @@ def selection_details(atoms: Atoms) -> dict:
 
 # -- apps and task files ----------------------------------------------------------------------
 
+def frames_of(paths: list[str], onsets: dict[str, int] | None) -> list[Atoms]:
+    """The frames of MD tasks' files (a task's frames live in its folder, named by the task id),
+    up to the step each task first went wrong (``onsets``: later frames follow from the model's
+    error, not from the material)."""
+    frames = []
+    for path in paths:
+        if not Path(path).exists():
+            continue
+        for frame in read_frames(path):
+            frame.info.setdefault("task", Path(path).parent.name)
+            onset = (onsets or {}).get(frame.info["task"])
+            if onset is None or int(frame.info.get("md_step", 0)) <= onset:
+                frames.append(frame)
+    return frames
+
+
+def draw_tests(trajectory_paths: list[str], settings: PickSettings, n: int, seed: int, out_path: str, *,
+               onsets: dict[str, int] | None = None, exclude: list[tuple] = (), model_xml: str | None = None) -> dict:
+    """The app: this iteration's explored test frames (:func:`alcgap.explore.picks.draw_test_frames`)
+    from its runs' trajectories, written to ``out_path``."""
+    chosen, record = draw_test_frames(frames_of(trajectory_paths, onsets), settings, n, seed, exclude=exclude,
+                                      model_xml=model_xml)
+    write_frames_atomic(out_path, chosen)
+    return {"path": out_path, **record}
+
+
 def pick(candidate_paths: list[str], known_paths: list[str], settings: PickSettings, budget: int,
          variance_threshold: float | None, out_path: str, *, fallback: bool = False, onsets: dict[str, int] | None = None,
          select_fn=None, model_xml: str | None = None) -> dict:
@@ -69,13 +95,7 @@ def pick(candidate_paths: list[str], known_paths: list[str], settings: PickSetti
     known (the training set, earlier picks); ``onsets``: task id -> the step its run first went
     wrong (later frames follow from the model's error, not from the material, and are not
     candidates); ``select_fn(candidates, known, budget) -> frames`` replaces the built-in choice."""
-    candidates = []
-    for path in candidate_paths:  # a task's frames live in its folder, named by the task id
-        for frame in read_frames(path):
-            frame.info.setdefault("task", Path(path).parent.name)
-            onset = (onsets or {}).get(frame.info["task"])
-            if onset is None or int(frame.info.get("md_step", 0)) <= onset:
-                candidates.append(frame)
+    candidates = frames_of(candidate_paths, onsets)
     known = [frame for path in known_paths for frame in read_frames(path)]
     if select_fn is not None:
         chosen = list(select_fn(candidates, known, budget))[:budget]
@@ -145,7 +165,7 @@ class Explorer:
         self.known = [str(state.dir / "train.xyz")]
         self.settings = pick_settings(config)
         self.labeller = Labeller(run)
-        self.pending, self.statuses = Pending(), []
+        self.pending, self.statuses, self.tests = Pending(), [], []
 
     def label_pick(self, summary: dict) -> None:
         for atoms in read_frames(summary["path"]) if summary.get("n_chosen") else []:
@@ -155,6 +175,29 @@ class Explorer:
                                     variance=atoms.info.get("max_variance"), min_distance=atoms.info.get("min_distance"),
                                     reason=reason[:500], details=selection_details(atoms))
             self.labeller.submit(self.pending, atoms, provenance, self.statuses)
+
+    def label_tests(self, summary: dict) -> None:
+        """Label the explored test frames: origin ``test:<task>``, which no fit trains on."""
+        for atoms in read_frames(summary["path"]) if summary.get("n_chosen") else []:
+            provenance = Provenance(self.state.iteration, f"test:{atoms.info.get('task', 'unknown')}",
+                                    variance=atoms.info.get("max_variance"), min_distance=atoms.info.get("min_distance"),
+                                    reason="explored test set: drawn at random, regardless of flags",
+                                    details=selection_details(atoms))
+            self.labeller.submit(self.pending, atoms, provenance, self.tests)
+
+    def draw_tests(self) -> None:
+        """The explored test set's frames of this iteration (judge.test_frames), once."""
+        n = self.run.config.judge.test_frames
+        record = PlanEntry(self.plan, "tests", "explored")
+        if record.read() is None and n == 0:
+            record.write({"path": None, "n_chosen": 0, "n_candidates": 0, "events": []})
+        onsets = {t: md["first_bad_step"] for t, md in self.plan.md.items() if md.get("first_bad_step") is not None}
+        trajectories = [str(self.state.dir / "md" / t.id / "trajectory.xyz") for t in self.tasks]
+        seed = self.run.config.seed * 7919 + self.state.iteration
+        picked = [(e["task"], e["md_step"]) for p in self.plan.picks.values() for e in p.get("events", [])]
+        done_or_submit(record, lambda: self.run.apps.draw_tests(
+            trajectories, self.settings, n, seed, str(self.state.dir / "select" / "tests.xyz"), onsets=onsets,
+            exclude=picked, model_xml=self.fitted["xml"]), self.pending, self.label_tests)
 
     def pick(self, name: str, candidates: list[str], known_paths: list[str], budget: int, fallback: bool = False) -> None:
         """One pick, once: read back (its labels are in the store or their folders) or made."""
@@ -200,6 +243,7 @@ class Explorer:
             self.start_md(task)
         self.pending.drain()
         flagged = [flagged_of(self.state.dir / "md" / t.id) for t in self.tasks]
+        self.draw_tests()  # before the leftover pick: of frames no task's pick chose
         self.pick(LEFTOVER, flagged, self.known + plan.pick_paths(), plan.left())
         self.pending.drain()
         if plan.chosen() == 0 and self.gate_fails(plan):
@@ -210,4 +254,5 @@ class Explorer:
                 "driver_s": round(self.pending.driver_seconds, 3), "flag_distances": self.monitor["min_distance"],
                 "variance_threshold": self.threshold, "labelled": self.statuses.count("ok"),
                 "failed": len(self.statuses) - self.statuses.count("ok"),
+                "test_frames": {"labelled": self.tests.count("ok"), "failed": len(self.tests) - self.tests.count("ok")},
                 "picks": {name: {k: v for k, v in p.items() if k != "events"} for name, p in plan.picks.items()}}

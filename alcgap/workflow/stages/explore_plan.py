@@ -99,6 +99,9 @@ class Exploration:
     md: dict[str, dict] = field(default_factory=dict)
     #: pick name (a task id, "leftover", "fallback") -> what the select app returned
     picks: dict[str, dict] = field(default_factory=dict)
+    #: "explored" -> the draw of this iteration's explored test frames (judge.test_frames; not
+    #: a pick: it is not of the budget, and never trains)
+    tests: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, tasks: list[ExploreTask], budget: int) -> "Exploration":
@@ -109,13 +112,13 @@ class Exploration:
                 raise ValueError(f"{path}: this iteration started with budget {saved['budget']} and tasks "
                                  f"{saved['tasks']}; restore select.budget and explore settings to resume it")
             saved = located(saved, state.path.parent.parent)
-            state.md, state.picks = saved["md"], saved["picks"]
+            state.md, state.picks, state.tests = saved["md"], saved["picks"], saved.get("tests", {})
         return state
 
     def save(self) -> None:
         write_json_atomic(self.path, relocatable({
             "budget": self.budget, "tasks": [t.id for t in self.tasks], "quotas": self.quotas,
-            "md": self.md, "picks": self.picks, "task_settings": [asdict(t) for t in self.tasks]},
+            "md": self.md, "picks": self.picks, "tests": self.tests, "task_settings": [asdict(t) for t in self.tasks]},
             self.path.parent.parent))
 
     def record_md(self, task: ExploreTask, summary: dict) -> None:
@@ -139,7 +142,7 @@ class Exploration:
 
 
 class PlanEntry:
-    """One entry of an exploration plan (``kind``: "md" or "picks"), as a checkpoint record
+    """One entry of an exploration plan (``kind``: "md", "picks" or "tests"), as a checkpoint record
     (:mod:`alcgap.workflow.checkpoint`): written to ``exploration.json`` at once. ``redo(entry)``:
     an entry found there that is to run again (a failed MD task, on resume)."""
 
