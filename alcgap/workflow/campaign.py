@@ -91,10 +91,11 @@ class Campaign:
             handler = _campaign_log(self.run_dir)
             previous = _exit_on_sigterm()
             self.board.start()
+            started = time.monotonic()  # stop.max_minutes counts from here: iteration 0 included
             try:
                 _check_reference_on_compute(run)
                 run_bootstrap(run, distance_table=True)
-                decision, iteration, started = StopDecision(False, "continue", ""), 0, time.monotonic()
+                decision, iteration = StopDecision(False, "continue", ""), 0
                 while not decision.stop:
                     iteration += 1
                     began = time.monotonic()
