@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
+from alcgap.analysis.calibration import variance_and_errors
 from alcgap.provenance import centre_atoms, exact_atoms
 
 
@@ -59,18 +60,10 @@ def variance_vs_error(calc, labelled: Sequence[Atoms]) -> dict:
     the per-atom arrays for a plot."""
     from scipy.stats import spearmanr  # scipy.stats: slow to import, needed only here
 
-    variance, error = [], []
-    for atoms in labelled:
-        reference = atoms.calc.results if atoms.calc is not None else {}
-        if "forces" not in reference:
-            continue
-        work = atoms.copy()
-        work.calc = calc
-        error.append(np.linalg.norm(work.get_forces() - np.asarray(reference["forces"]), axis=1))
-        variance.append(np.asarray(calc.get_variance(work)))
-    if not error:
+    variance, vectors = variance_and_errors(calc, labelled)
+    if not len(variance):
         return {"spearman": None, "n_atoms": 0, "variance": [], "force_error": []}
-    variance, error = np.concatenate(variance), np.concatenate(error)
+    error = np.linalg.norm(vectors, axis=1)
     rho = float(spearmanr(variance, error).statistic) if len(error) >= 3 else None
     return {"spearman": rho, "n_atoms": int(len(error)), "variance": variance.tolist(), "force_error": error.tolist()}
 
