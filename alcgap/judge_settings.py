@@ -43,9 +43,8 @@ class JudgeSettings(Strict):
         "held-out bootstrap atoms). It flags an atom whose predicted force error (the variance, "
         "calibrated on held-out labels: alcgap.analysis.calibration) is over it, so selection ranks "
         "those first; and it gates convergence: the share of confident target-size frames and the "
-        "error on the explored and held-out sets. Default 25%: the paper's SiO2 GAP errs by about "
-        "a fifth of the force RMS of its melts, and the demo's first model (0.60 eV/A on xTB "
-        "forces of 2.6 eV/A RMS) is at 23%"))
+        "error on the explored and held-out sets. Default 25%: just below the demo's first model, "
+        "within reach of more data (docs/method.md)"))
     confident_fraction: float = Field(0.9, gt=0.0, le=1.0, description=(
         "the confidence gate: at least this share of the target-size runs' monitored frames has no "
         "atom over the force tolerance (DP-GEN's conv_accuracy anchor, 0.9)"))
